@@ -1,0 +1,94 @@
+"""APEX as a training method: the library (`apexlm.apex`) behind the method contract.
+
+prepare: install recorders, score units with an assessment pass over `assess_samples` training examples (no
+grad, as the official stage-1 pass), then expand (select P/N/E, permute, wrap; function-preserving).
+on_stage_end: in-place transition (fold -> reselect from this stage's scores -> permute -> operators to
+identity -> their optimizer state cleared). finalize: fuse into a plain HF model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from apexlm.apex import Apex, ApexConfig
+from apexlm.methods.base import Method
+
+APEX_KEYS = ("k_ratio", "tuned_attn_ratio", "tuned_ffn_ratio", "scoring", "selection", "operator",
+             "mix_channels", "init", "init_scale", "finetune_qk", "train_embeddings", "base_trainable")
+
+
+def apex_config(cfg: Mapping[str, Any], seed: int) -> ApexConfig:
+    kw = {k: cfg[k] for k in APEX_KEYS if k in cfg and cfg[k] is not None}
+    return ApexConfig(seed=seed, **kw)
+
+
+class ApexMethod(Method):
+    name = "apex"
+
+    def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
+        super().__init__(cfg)
+        self.apex_cfg = apex_config(cfg, seed)
+        self.apex: Apex | None = None
+        self.assess_tokens = 0
+
+    @property
+    def uses_stages(self) -> bool:  # APEX always has at least its first expansion; boundaries only if T>1
+        return super().uses_stages
+
+    def prepare(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> nn.Module:
+        self.apex = Apex(model, self.apex_cfg)
+        n_samples = int(self.cfg.get("assess_samples", 0) or 0)
+        if n_samples > 0 and assess_batches is not None:
+            self._assess(model, assess_batches, n_samples)
+        self.apex.expand()
+        return model
+
+    @torch.no_grad()
+    def _assess(self, model: nn.Module, batches: Iterable[dict], n_samples: int) -> None:
+        """Stage-1 scores from a no-grad pass over training examples (apex-spec §1, 'when scores are collected')."""
+        was_training = model.training
+        model.eval()
+        seen = 0
+        device = next(model.parameters()).device
+        with self.apex.assessing():
+            for batch in batches:
+                ids = batch["input_ids"].to(device)
+                mask = batch["attention_mask"].to(device)
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+                seen += ids.size(0)
+                self.assess_tokens += int(mask.sum())
+                if seen >= n_samples:
+                    break
+        model.train(was_training)
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return self.apex.param_groups(lr, weight_decay, float(self.cfg.get("mixer_lr_scale", 1.0)))
+
+    def on_stage_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
+        self.stage += 1
+        return self.apex.restage(optimizer=optimizer, reset_base_state=self.optimizer_reset)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.apex.fuse()
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "apex": self.apex.state_dict() if self.apex else None,
+                "assess_tokens": self.assess_tokens}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.assess_tokens = int(state.get("assess_tokens", 0))
+        if self.apex is not None and state.get("apex") is not None:
+            self.apex.load_state_dict(state["apex"])
+
+    def summary(self, model: nn.Module) -> dict[str, Any]:
+        out = super().summary(model)
+        out["assess_tokens"] = self.assess_tokens
+        out["mixer_lr_scale"] = float(self.cfg.get("mixer_lr_scale", 1.0))
+        out["init_scale"] = float(self.cfg.get("init_scale", 1.0))
+        return out

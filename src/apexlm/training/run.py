@@ -1,0 +1,118 @@
+"""The training pipeline behind `train.py`: config -> data -> model -> method -> Lightning fit -> summary.
+
+Everything that can be wrong with the config, the data or the model is checked before the first step, so a
+bad run stops in seconds with one line instead of failing an hour in.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from apexlm.callbacks.stages import StageCallback
+from apexlm.errors import ConfigError
+from apexlm.callbacks.throughput import ThroughputCallback, peak_memory_mb
+from apexlm.methods import build_method
+from apexlm.models.builders import build_model
+from apexlm.models.module import CausalLMModule, perplexity
+from apexlm.training.setup import build_callbacks, build_trainer_kwargs, load_run_tokenizer, total_steps_for
+from apexlm.training.validate import validate_config
+from apexlm.utils.loggers import build_loggers, finish_wandb
+from apexlm.utils.summary import write_json
+
+log = logging.getLogger("apexlm")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train one configuration; returns (and writes) its summary."""
+    validate_config(cfg)
+    if cfg.get("export_to") and Path(str(cfg.export_to)).exists():
+        raise ConfigError(f"export_to={cfg.export_to} already exists; delete it or choose another path")
+    L.seed_everything(int(cfg.seed), workers=True)
+    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
+    from apexlm.data.datamodule import build_datamodule
+
+    tokenizer = load_run_tokenizer(cfg)
+    model = build_model(cfg.model, tokenizer)
+    dm = build_datamodule(cfg.data, tokenizer, seed=int(cfg.seed))
+    dm.setup("fit")
+    total_steps = total_steps_for(cfg, dm)
+    method = build_method(cfg.method, seed=int(cfg.seed))
+    model = method.prepare(model, assess_batches=dm.train_dataloader())
+    module = CausalLMModule(model, method, cfg.optim, total_steps)
+
+    run_cfg = OmegaConf.to_container(cfg, resolve=True)
+    loggers = build_loggers(cfg.logger, run_dir, group=str(cfg.experiment_name), job_type=str(cfg.method.name),
+                            run_config=run_cfg)
+    stage_cb, tput = StageCallback(out_dir=str(run_dir / "stages")), ThroughputCallback()
+    trainer = L.Trainer(logger=loggers, callbacks=[stage_cb, tput, *build_callbacks(cfg, run_dir)],
+                        default_root_dir=str(run_dir), **build_trainer_kwargs(cfg, total_steps))
+    try:
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        fit_s = time.perf_counter() - t0
+        summary = _finish(cfg, run_dir, trainer, module, dm, tokenizer, stage_cb, tput, fit_s)
+    finally:
+        finish_wandb()
+    return summary
+
+
+def _final_val(trainer: L.Trainer, module: CausalLMModule, dm: Any) -> dict[str, float]:
+    if trainer.limit_val_batches == 0:
+        return {}
+    res = trainer.validate(module, datamodule=dm, verbose=False)
+    return {k: float(v) for k, v in (res[0] if res else {}).items()}
+
+
+def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLMModule, dm: Any,
+            tokenizer: Any, stage_cb: StageCallback, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
+    method = module.method
+    module.model = method.finalize(module.model)  # plain HF model again (APEX fused, adapters merged)
+    val = _final_val(trainer, module, dm)
+    if cfg.get("export") and trainer.is_global_zero:
+        export_dir = run_dir / "export"
+        module.model.save_pretrained(str(export_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(export_dir))
+        if cfg.get("export_to"):
+            target = Path(str(cfg.export_to))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(export_dir, tmp)
+            tmp.rename(target)
+    summary: dict[str, Any] = {
+        "method": str(cfg.method.name),
+        "experiment": str(cfg.experiment_name),
+        "seed": int(cfg.seed),
+        "run_dir": str(run_dir),
+        **method.summary(module.model),
+        "tokens_seen": int(module.tokens_seen),
+        "train_time_s": tput.train_time_s or fit_s,
+        "tokens_per_s": tput.tokens_per_s,
+        "peak_mem_mb": peak_memory_mb(module.device),
+        "optimizer_steps": int(trainer.global_step),
+        "stages_completed": int(method.stage) + 1,
+        "stage_boundaries": list(module.boundaries),
+        "optimizer_resets": stage_cb.resets,
+        "final_val_loss": val.get("val/loss"),
+        "final_val_ppl": perplexity(val["val/loss"]) if "val/loss" in val else None,
+        "exported": bool(cfg.get("export")),
+    }
+    if cfg.get("eval", {}).get("enabled") and trainer.is_global_zero:
+        from apexlm.eval.run_eval import evaluate_model
+
+        eval_res = evaluate_model(module.model, tokenizer, cfg, run_dir)
+        summary.update({f"eval/{k}": v for k, v in eval_res.items() if isinstance(v, (int, float))})
+    if trainer.is_global_zero:
+        write_json(run_dir / "summary.json", summary)
+        for lg in trainer.loggers:
+            lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
+                           step=trainer.global_step)
+    return summary

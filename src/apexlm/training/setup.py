@@ -1,0 +1,85 @@
+"""Small builders for the pipeline: tokenizer choice, step budget, Lightning Trainer arguments, callbacks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from apexlm.errors import ConfigError
+
+TRAINER_PASSTHROUGH = (
+    "accelerator", "devices", "num_nodes", "precision", "strategy", "accumulate_grad_batches",
+    "gradient_clip_val", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
+    "limit_train_batches", "limit_val_batches", "num_sanity_val_steps", "overfit_batches", "deterministic",
+    "enable_progress_bar", "enable_model_summary", "benchmark", "detect_anomaly", "use_distributed_sampler",
+)
+
+
+def load_run_tokenizer(cfg: DictConfig) -> Any:
+    """The model's own tokenizer (pretrained dir / hub id / GGUF) or the embedded one for a fresh tiny model."""
+    from apexlm.data.tokenizer import load_tokenizer
+
+    m = cfg.model
+    if m.get("kind") == "gguf":
+        from apexlm.models.gguf import load_gguf_tokenizer
+
+        return load_gguf_tokenizer(m)
+    ref = m.get("tokenizer") or m.get("pretrained")
+    if ref is None:
+        if m.get("kind") == "tiny" and cfg.data.get("kind") in ("pretrain_text", "instructions"):
+            from apexlm.data.prepare import ensure_prepared
+
+            ref = str(ensure_prepared(cfg.paths.data_dir) / "tokenizer")
+        else:
+            raise ConfigError("no tokenizer: set model.tokenizer=<dir or hub id> or model.pretrained")
+    if cfg.data.get("kind") in ("pretrain_text", "instructions"):
+        from apexlm.data.prepare import ensure_prepared
+
+        ensure_prepared(cfg.paths.data_dir)
+    if m.get("pretrained") and not m.get("tokenizer") and not Path(str(ref)).exists() and \
+            str(ref).startswith(("/", ".", "~")):
+        from apexlm.errors import ModelError
+
+        raise ModelError(f"model.pretrained={ref} does not exist; give an existing local model dir or a hub id")
+    return load_tokenizer(str(ref))
+
+
+def total_steps_for(cfg: DictConfig, dm: Any) -> int:
+    """Optimizer steps of the run: trainer.max_steps, or epochs x batches / accumulation."""
+    t = cfg.trainer
+    if t.get("overfit_batches"):
+        return int(t.max_steps)
+    if int(t.get("max_steps", -1)) > 0:
+        return int(t.max_steps)
+    batches = len(dm.train_dataloader())
+    if t.get("limit_train_batches") and isinstance(t.limit_train_batches, int):
+        batches = min(batches, int(t.limit_train_batches))
+    return int(t.get("max_epochs", 1)) * math.ceil(batches / int(t.get("accumulate_grad_batches", 1)))
+
+
+def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kw = {k: t[k] for k in TRAINER_PASSTHROUGH if k in t and t[k] is not None}
+    kw["max_steps"] = total_steps
+    kw["max_epochs"] = -1
+    return kw
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+    cb: list[L.Callback] = []
+    c = cfg.get("callbacks") or {}
+    if c.get("lr_monitor", True):
+        cb.append(LearningRateMonitor(logging_interval="step"))
+    ck = c.get("checkpoint") or {}
+    if ck.get("enabled", True):
+        cb.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
+                                  every_n_train_steps=int(ck.get("every_n_steps", 50))))
+    if c.get("rich_progress", True) and cfg.trainer.get("enable_progress_bar", True):
+        cb.append(RichProgressBar(leave=True))
+    return cb

@@ -41,8 +41,10 @@ def list_text_files(root: Path) -> list[Path]:
         return [root]
     suffixes = (*TEXT_SUFFIXES, JSONL_SUFFIX)
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix in suffixes
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix in suffixes
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
@@ -53,8 +55,10 @@ def read_jsonl_documents(path: Path, text_field: str = "text", label: str | None
     for lineno, rec in iter_jsonl(path):
         text = rec.get(text_field)
         if not isinstance(text, str):
-            raise DataError(f"{path}:{lineno}: no string field '{text_field}'; "
-                            f"add it or set data.text_field to the field that holds the text")
+            raise DataError(
+                f"{path}:{lineno}: no string field '{text_field}'; "
+                f"add it or set data.text_field to the field that holds the text"
+            )
         source = rec.get("source") if isinstance(rec.get("source"), str) else f"{label or path.name}:{lineno}"
         if text:
             docs.append(Document(source, text))
@@ -66,8 +70,10 @@ def read_text_documents(path: str | Path, text_field: str = "text") -> list[Docu
     root = require_path(path, "text data")
     files = list_text_files(root)
     if not files:
-        raise DataError(f"no {'/'.join(TEXT_SUFFIXES + (JSONL_SUFFIX,))} files under {root}; "
-                        "point data.path at a folder of text files")
+        raise DataError(
+            f"no {'/'.join(TEXT_SUFFIXES + (JSONL_SUFFIX,))} files under {root}; "
+            "point data.path at a folder of text files"
+        )
     docs: list[Document] = []
     for f in files:
         label = f.name if root.is_file() else f.relative_to(root).as_posix()

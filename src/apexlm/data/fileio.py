@@ -20,6 +20,13 @@ from typing import Any
 from apexlm.errors import DataError
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +34,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -74,8 +82,10 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno}); fix or remove that line"
             ) from None
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; "
-                            "write one object per line")
+            raise DataError(
+                f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; "
+                "write one object per line"
+            )
         yield lineno, obj
 
 

@@ -19,4 +19,17 @@ def build_method(cfg: Mapping[str, Any], seed: int = 0) -> Method:
         from apexlm.methods.apex import ApexMethod
 
         return ApexMethod(cfg, seed=seed)
-    raise ConfigError(f"method '{name}' is unknown; choose one of: full, apex, s2")
+    if name in ("lora", "dora", "pissa"):
+        from apexlm.methods.peft_adapters import PeftAdapterMethod
+
+        return PeftAdapterMethod(cfg)
+    if name == "hft":
+        from apexlm.methods.hft import HftMethod
+
+        return HftMethod(cfg, seed=seed)
+    if name == "gmt":
+        from apexlm.methods.gmt import GmtMethod
+
+        return GmtMethod(cfg)
+    raise ConfigError(f"method '{name}' is unknown; "
+                      "choose one of: full, apex, s2, lora, dora, pissa, hft, gmt")

@@ -97,7 +97,7 @@ class Method:
         return {}
 
     def on_before_optimizer_step(self, model: nn.Module) -> None:
-        """Called after gradients are final (clipped) and before the step (gradient masks go here)."""
+        """Called once gradients are accumulated, before clipping and the step (gradient masks go here)."""
 
     # ---- export ------------------------------------------------------------------------------------
     def finalize(self, model: nn.Module) -> nn.Module:

@@ -94,12 +94,8 @@ class CausalLMModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.on_before_optimizer_step(self.model)
 
-    def on_fit_start(self) -> None:
+    def on_train_start(self) -> None:
         trainable, total = count_params(self.model)
-        if trainable == 0:
-            from apexlm.errors import ConfigError
-
-            raise ConfigError("the method left no trainable parameters; check the method config")
         self.log_dict({"params/trainable": float(trainable), "params/total": float(total),
                        "params/trainable_fraction": trainable / total}, rank_zero_only=True)
 

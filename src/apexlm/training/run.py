@@ -20,6 +20,7 @@ from apexlm.callbacks.stages import StageCallback
 from apexlm.errors import ConfigError
 from apexlm.callbacks.throughput import ThroughputCallback, peak_memory_mb
 from apexlm.methods import build_method
+from apexlm.methods.base import count_params
 from apexlm.models.builders import build_model
 from apexlm.models.module import CausalLMModule, perplexity
 from apexlm.training.setup import build_callbacks, build_trainer_kwargs, load_run_tokenizer, total_steps_for
@@ -32,6 +33,11 @@ log = logging.getLogger("apexlm")
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train one configuration; returns (and writes) its summary."""
+    return fit(cfg, run_dir)[0]
+
+
+def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]:
+    """Train one configuration; returns its summary and the trained (finalized) module."""
     validate_config(cfg)
     if cfg.get("export_to") and Path(str(cfg.export_to)).exists():
         raise ConfigError(f"export_to={cfg.export_to} already exists; delete it or choose another path")
@@ -46,6 +52,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     total_steps = total_steps_for(cfg, dm)
     method = build_method(cfg.method, seed=int(cfg.seed))
     model = method.prepare(model, assess_batches=dm.train_dataloader())
+    if count_params(model)[0] == 0:
+        raise ConfigError("the method left no trainable parameters; check the method config")
     module = CausalLMModule(model, method, cfg.optim, total_steps)
 
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -61,7 +69,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary = _finish(cfg, run_dir, trainer, module, dm, tokenizer, stage_cb, tput, fit_s)
     finally:
         finish_wandb()
-    return summary
+    return summary, module
 
 
 def _final_val(trainer: L.Trainer, module: CausalLMModule, dm: Any) -> dict[str, float]:

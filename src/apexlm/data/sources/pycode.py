@@ -15,10 +15,24 @@ from pathlib import Path
 from apexlm.data.documents import Document
 from apexlm.data.split import hash_unit
 
-EXCLUDED_DIRS = frozenset({
-    "test", "tests", "idle_test", "idlelib", "turtledemo", "lib2to3", "ensurepip", "site-packages",
-    "dist-packages", "__pycache__", "encodings", "pydoc_data", "tkinter", "config-3",
-})
+EXCLUDED_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idle_test",
+        "idlelib",
+        "turtledemo",
+        "lib2to3",
+        "ensurepip",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "encodings",
+        "pydoc_data",
+        "tkinter",
+        "config-3",
+    }
+)
 MAX_FILE_BYTES = 300_000
 DEFAULT_CAP_BYTES = 6_000_000
 LICENSE = "PSF-2.0 (Python standard library)"

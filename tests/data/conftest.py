@@ -1,0 +1,56 @@
+"""Shared fixtures: a small tokenizer trained in-process on a few KB, and JSONL/text file writers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apexlm.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+CORPUS = [
+    "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 8,
+    'def add(a, b):\n    """Return a + b."""\n    return a + b\n\nprint(add(2, 3))\n' * 8,
+    "Café, naïve, 東京, Ελληνικά, emoji 🎉 — and ASCII.\n" * 4,
+    "What is 12 + 30? The answer is 42. Count the letters in banana.\n" * 8,
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-token byte-level BPE with our specials and chat template, saved once per session."""
+    path = tmp_path_factory.mktemp("tok") / "tokenizer"
+    save_tokenizer(train_tokenizer(CORPUS, vocab_size=400), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tok(tokenizer_dir: Path):
+    """The small tokenizer, loaded the way training code loads it."""
+    return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture
+def write_jsonl() -> Callable[[Path, list[Any]], Path]:
+    """Write records (dicts, or raw strings for deliberately broken lines) as JSONL."""
+
+    def _write(path: Path, records: list[Any]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    return _write
+
+
+def conversation(i: int) -> dict[str, Any]:
+    """A small valid conversation whose content depends on i."""
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is {i} + {i}?"},
+            {"role": "assistant", "content": f"The answer is {2 * i}."},
+        ]
+    }

@@ -15,6 +15,7 @@ def test_equal_splits_and_no_boundary_at_the_end() -> None:
     assert stage_boundaries(100, 2) == [50]
     assert stage_boundaries(100, 3) == [34, 68]
     assert stage_boundaries(10, 4) == [3, 6, 9]
+    assert stage_boundaries(4, 3) == [1, 2]  # ceil(4/3)=2 would give only 2 stages
     assert stage_boundaries(100, 5, explicit=[70, 20]) == [20, 70]
 
 

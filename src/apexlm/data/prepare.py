@@ -176,7 +176,7 @@ def _commit(stage: Path, root: Path, manifest: dict[str, Any]) -> None:
 
 def _summary(root: Path, manifest: dict[str, Any], seconds: float) -> list[str]:
     s, t = manifest["sources"], manifest["timings_s"]
-    lines = [f"prepared {root} in {seconds:.1f} s"]
+    lines = [f"prepared {root} in {seconds:.1f} s (manifest.json; token counting {t['token_counts']:.1f} s)"]
     for name in paths.DOMAINS:
         e = s[name]
         lines.append(

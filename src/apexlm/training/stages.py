@@ -17,8 +17,8 @@ from apexlm.errors import ConfigError
 def stage_boundaries(total_steps: int, stages: int = 1, explicit: Sequence[int] | None = None) -> list[int]:
     """Optimizer steps after which a stage ends (never the last step).
 
-    T stages split `total_steps` into equal parts of ceil(total/T) steps, as the official
-    `merge_by_steps_count`; an explicit list overrides it.
+    T stages split `total_steps` into parts of ceil(total/T) steps, as the official `merge_by_steps_count`,
+    whenever that yields T non-empty stages (else an even split); an explicit list overrides it.
     """
     if explicit:
         b = sorted({int(s) for s in explicit})
@@ -36,7 +36,10 @@ def stage_boundaries(total_steps: int, stages: int = 1, explicit: Sequence[int] 
             "lower method.stages or raise trainer.max_steps"
         )
     length = math.ceil(total_steps / stages)
-    return [length * i for i in range(1, stages) if length * i < total_steps]
+    if length * (stages - 1) < total_steps:
+        return [length * i for i in range(1, stages)]
+    # ceil-length stages would leave the last ones empty on short runs: split as evenly as possible instead.
+    return [i * total_steps // stages for i in range(1, stages)]
 
 
 def _cosine(step: int, start: int, end: int, warmup: int, peak: float) -> float:

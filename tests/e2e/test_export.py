@@ -1,0 +1,53 @@
+"""export/ is a plain HF model: vanilla transformers loads it with the trained model's logits.
+
+The trained model's logits are captured just before `Method.finalize` (APEX still wrapped, adapters unmerged),
+so the test covers fusing/merging and saving together.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from apexlm.methods import apex as apex_mod
+from apexlm.methods import peft_adapters
+from tests.conftest import MICRO, run_in_process
+
+PROBE = {"input_ids": torch.tensor([[5, 17, 99, 3, 250, 8, 41, 7], [1, 2, 3, 4, 5, 6, 7, 8]]),
+         "attention_mask": torch.tensor([[1] * 8, [0, 0, 1, 1, 1, 1, 1, 1]])}
+
+
+@pytest.mark.parametrize("experiment,cls", [("apex_it", apex_mod.ApexMethod), ("apex_cpt", apex_mod.ApexMethod),
+                                            ("full_it", None), ("lora_it", peft_adapters.PeftAdapterMethod)])
+def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Path, monkeypatch) -> None:
+    captured: dict[str, torch.Tensor] = {}
+    if cls is not None:
+        original = cls.finalize
+
+        def finalize(self, model):
+            with torch.no_grad():
+                captured["logits"] = model(**PROBE).logits.clone()
+            return original(self, model)
+
+        monkeypatch.setattr(cls, "finalize", finalize)
+    run_dir = tmp_path / "run"
+    summary = run_in_process([f"experiment={experiment}", "debug=fdr", *MICRO, "logger=csv", "export=true",
+                              f"paths.log_dir={tmp_path}"], run_dir)
+    exported = AutoModelForCausalLM.from_pretrained(run_dir / "export", dtype=torch.float32).eval()
+    with torch.no_grad():
+        got = exported(**PROBE).logits
+    if "logits" in captured:
+        ref = captured["logits"]
+        assert ((got - ref).norm() / ref.norm()).item() <= 1e-5
+    assert summary["exported"] and 0 < summary["trainable_fraction"] <= 1.0
+    if experiment.startswith("apex"):
+        expected = 3 if experiment == "apex_cpt" else 2
+        assert summary["stages_completed"] == expected
+        stage_files = sorted((run_dir / "stages").glob("*.json"))
+        assert len(stage_files) == expected - 1
+        for f in stage_files:
+            assert json.loads(f.read_text())["transition_s"] < 1.0

@@ -59,6 +59,11 @@ class Analyzer:
         write_json(self.out_dir / "base.json", {"activations": self.base_acts, "erank": self.base_erank,
                                                 "erank_mean": _means(self.base_erank), "note": note})
 
+    def load_base(self) -> None:
+        """Reuse the base statistics of an existing `base.json` (no weights: ΔW is then not computed)."""
+        rec = json.loads((self.out_dir / "base.json").read_text())
+        self.base_acts, self.base_erank = rec.get("activations"), rec.get("erank")
+
     # ---- one snapshot ------------------------------------------------------------------------------
     def snapshot(self, model: nn.Module, tag: str, step: int | None, *, stage: int | None = None,
                  tokens_seen: int | None = None, unit_ids: UnitIds | None = None,
@@ -83,7 +88,7 @@ class Analyzer:
                   "overlap": overlap}
         write_json(self.out_dir / f"{tag}.json", record)
         images = self._figures(record, tag)
-        scalars = self._scalars(record)
+        scalars = snapshot_scalars(record)
         log_to_wandb(None, {f"eval/analysis/{name}": path for name, path in images.items()},
                      {"eval/analysis/erank_table": self._erank_table(record)})
         return scalars
@@ -109,16 +114,6 @@ class Analyzer:
         return out
 
     @staticmethod
-    def _scalars(rec: Mapping[str, Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for kind, stats in (rec["activations"] or {}).items():
-            out[f"act_std/{kind}"] = stats["std_mean"]
-            out[f"act_share_above_mean/{kind}"] = stats["share_above_mean_mean"]
-        out.update({f"erank/{k}": v for k, v in rec["erank_mean"].items()})
-        out.update({f"delta_erank/{k}": v for k, v in (rec["delta_erank_mean"] or {}).items()})
-        return out
-
-    @staticmethod
     def _erank_table(rec: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
         names = list(rec["erank"])
         rows = []
@@ -128,6 +123,17 @@ class Analyzer:
                 rows.append([rec["tag"], rec["step"], i, name, rec["erank"][name][i], d])
         return ["tag", "step", "layer", "matrix", "erank", "delta_erank"], rows
 
+
+
+def snapshot_scalars(rec: Mapping[str, Any]) -> dict[str, float]:
+    """Means over layers: act_std/<kind>, act_share_above_mean/<kind>, erank/<m>, delta_erank/<m>."""
+    out: dict[str, float] = {}
+    for kind, stats in (rec.get("activations") or {}).items():
+        out[f"act_std/{kind}"] = stats["std_mean"]
+        out[f"act_share_above_mean/{kind}"] = stats["share_above_mean_mean"]
+    out.update({f"erank/{k}": v for k, v in (rec.get("erank_mean") or {}).items()})
+    out.update({f"delta_erank/{k}": v for k, v in (rec.get("delta_erank_mean") or {}).items()})
+    return out
 
 
 def load_snapshots(analysis_dir: Path) -> list[dict[str, Any]]:

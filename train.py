@@ -1,6 +1,7 @@
 """Train a causal LM with APEX or a baseline: `python train.py experiment=apex_it` (Hydra overrides welcome)."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,4 +18,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from apexlm.training.validate import check_overrides
+
+    check_overrides(sys.argv[1:], str(Path(__file__).resolve().parent / "configs"))  # Hydra errors: one line
     main()

@@ -155,6 +155,16 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def timed_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of fn(). CPU time is far less sensitive to other processes on a
+    busy machine; with one torch thread it is the work done, with several it includes OpenMP spinning."""
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 

@@ -34,6 +34,16 @@ def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Pa
             return original(self, model)
 
         monkeypatch.setattr(cls, "finalize", finalize)
+    recorded: list[int] = []
+    if cls is apex_mod.ApexMethod:
+        original_stage_end = cls.on_stage_end
+
+        def on_stage_end(self, model, optimizer):
+            recorded.append(sum(self.apex.recorder.count["ffn"]) + sum(self.apex.recorder.count["attn"]))
+            assert model.training  # training forwards run in train mode, so they are scored
+            return original_stage_end(self, model, optimizer)
+
+        monkeypatch.setattr(cls, "on_stage_end", on_stage_end)
     run_dir = tmp_path / "run"
     summary = run_in_process([f"experiment={experiment}", "debug=fdr", *MICRO, "logger=csv", "export=true",
                               f"paths.log_dir={tmp_path}"], run_dir)
@@ -49,5 +59,33 @@ def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Pa
         assert summary["stages_completed"] == expected
         stage_files = sorted((run_dir / "stages").glob("*.json"))
         assert len(stage_files) == expected - 1
+        assert recorded and all(n > 0 for n in recorded)  # the stage's training forwards were scored
         for f in stage_files:
             assert json.loads(f.read_text())["transition_s"] < 1.0
+
+
+def test_apex_scores_training_forwards_of_a_pretrained_model(tmp_path: Path, monkeypatch) -> None:
+    """`from_pretrained` returns an eval-mode model; training must still run (and be scored) in train mode."""
+    import os
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from apexlm.data.tokenizer import load_tokenizer
+    from tests.conftest import ROOT
+
+    tok = load_tokenizer(Path(os.environ.get("APEXLM_DATA_DIR", ROOT / "data")) / "tokenizer")
+    base = tmp_path / "base"
+    LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=96, vocab_size=len(tok))).save_pretrained(base)
+    tok.save_pretrained(base)
+    seen: list[tuple[bool, int]] = []
+    original = apex_mod.ApexMethod.on_stage_end
+
+    def on_stage_end(self, model, optimizer):
+        seen.append((model.training, sum(self.apex.recorder.count["ffn"])))
+        return original(self, model, optimizer)
+
+    monkeypatch.setattr(apex_mod.ApexMethod, "on_stage_end", on_stage_end)
+    run_in_process(["experiment=apex_it", "debug=fdr", *MICRO, f"model.pretrained={base}", "logger=csv",
+                    f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    assert seen and all(training and count > 0 for training, count in seen), seen

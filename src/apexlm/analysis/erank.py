@@ -29,7 +29,7 @@ def effective_rank(weight: torch.Tensor) -> float:
 
 
 def erank_per_layer(weights: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
-    """{matrix name: [erank of layer 0, 1, …]} for per-layer weight lists (see `model_view.layer_weights`)."""
+    """{matrix name: [erank of layer 0, 1, …]} for per-layer weight lists (`model_view.layer_weights`)."""
     return {name: [effective_rank(w) for w in per_layer] for name, per_layer in weights.items()}
 
 

@@ -78,12 +78,16 @@ def current_weight(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().float()
 
 
-def layer_weights(model: nn.Module, device: torch.device | str | None = "cpu") -> dict[str, list[torch.Tensor]]:
-    """{matrix: [(out, in) float32 per layer]} of W_v, W_o, gate, up, down as the model applies them now."""
+def layer_weights(model: nn.Module, device: torch.device | str | None = "cpu"
+                  ) -> dict[str, list[torch.Tensor]]:
+    """{matrix: [(out, in) float32 per layer]} of W_v, W_o, gate, up, down as the model applies them now.
+
+    Always copies: the result never aliases a live parameter (a base snapshot must not train along).
+    """
     layers = decoder_layers(model)
     out: dict[str, list[torch.Tensor]] = {}
     for name in MATRICES:
-        out[name] = [current_weight(module_at(layer, name)).to(device) for layer in layers]
+        out[name] = [current_weight(module_at(layer, name)).to(device, copy=True) for layer in layers]
     return out
 
 
@@ -110,7 +114,7 @@ def _layout(name: str, geo: Geometry) -> tuple[str, int, int]:
 
 def to_layout(weights: dict[str, list[torch.Tensor]], unit_ids: dict[str, list[torch.Tensor]],
               geo: Geometry) -> dict[str, list[torch.Tensor]]:
-    """Weights in ORIGINAL unit order → the layout where position j holds original unit unit_ids[kind][l][j].
+    """Weights in ORIGINAL unit order → the layout where position j holds unit unit_ids[kind][l][j].
 
     `unit_ids` is APEX's per-layer map from current position to original unit id (`Apex.unit_ids`).
     """

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from apexlm.analysis.report import Analyzer, snapshot_scalars
+from apexlm.analysis.analyzer import Analyzer, snapshot_scalars
 
 log = logging.getLogger("apexlm")
 PERMUTING_METHODS = ("apex", "s2")
 
 
-def base_model_for(cfg: Mapping[str, Any], tokenizer: Any, device: torch.device) -> tuple[nn.Module | None, str]:
+def base_model_for(cfg: Mapping[str, Any], tokenizer: Any, device: torch.device
+                   ) -> tuple[nn.Module | None, str]:
     """(base model or None, note): `eval.base_model` if set, else the training run's model config rebuilt."""
     ref = (cfg.get("eval") or {}).get("base_model")
     if ref:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 KIND_LABEL = {"attn": "attention heads (KV groups)", "ffn": "FFN channels"}
 
@@ -98,6 +99,7 @@ def plot_jaccard(transitions: Sequence[Mapping[str, Any]], path: Path) -> Path:
             ax.plot(steps, [float("nan") if y is None else y for y in ys], style,
                     label=f"{key[0].upper()} ({KIND_LABEL[key[2:]]})")
     ax.set_xlabel("optimizer step of the stage boundary")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Jaccard overlap with previous stage")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("APEX selection stability between stages")
@@ -119,6 +121,7 @@ def plot_evolution(points: Sequence[Mapping[str, Any]], title: str, path: Path) 
             ax_d.plot([s for s, _ in deltas], [d for _, d in deltas], marker="o", label=f"ΔW_{name}")
     for ax, what in ((ax_w, "W"), (ax_d, "ΔW = W − W_base")):
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"mean effective rank of {what}")
         ax.set_title(what)
         ax.grid(alpha=0.3)

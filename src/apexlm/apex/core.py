@@ -201,6 +201,6 @@ class Apex:
         self.unit_ids = {k: [t.clone() for t in v] for k, v in state["unit_ids"].items()}
         self.sets = state["sets"]
         self.recorder.load_state_dict(state["recorder"])
-        self._gen.set_state(state["rng"])
         if state["expanded"]:
             self._wrap()
+        self._gen.set_state(state["rng"])  # after _wrap, which draws operator inits from it

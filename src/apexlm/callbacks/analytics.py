@@ -9,7 +9,7 @@
   after the StageCallback's transition at a boundary: snapshot `stage<k>_step<s>` (activations, erank of
                      W and ΔW, P/N Jaccard with the stage before, score histogram);
   on_train_end       snapshot `final` (APEX wrappers are read through their effective weights).
-Results land in `<run_dir>/analysis/` (see `apexlm.analysis.report`); scalars go to the trainer's loggers
+Results land in `<run_dir>/analysis/` (see `apexlm.analysis.analyzer`); scalars go to the trainer's loggers
 as `eval/…`. Only rank zero analyses; score snapshots (a collective under DDP) happen on every rank.
 Sharded strategies (FSDP, DeepSpeed) are not supported: the callback then warns and does nothing.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from apexlm.analysis.report import Analyzer
+from apexlm.analysis.analyzer import Analyzer
 from apexlm.analysis.selection import Sets, copy_sets, stage_overlap
 
 log = logging.getLogger("apexlm")
@@ -45,7 +45,8 @@ def _scores(apex: Any | None) -> dict[str, list[torch.Tensor]] | None:
     """Detached CPU copy of the recorded scores (a collective under DDP: call on every rank)."""
     if apex is None:
         return None
-    return {kind: [s.detach().float().cpu().clone() for s in per_layer] for kind, per_layer in apex.scores.items()}
+    scores = apex.scores
+    return {kind: [s.detach().float().cpu().clone() for s in per_layer] for kind, per_layer in scores.items()}
 
 
 class AnalyticsCallback(L.Callback):

@@ -20,7 +20,7 @@ from apexlm.data.collate import ChatDataset
 from apexlm.data.messages import Conversation, messages_files, read_messages_jsonl
 from apexlm.data.paths import instructions_file
 from apexlm.data.spec import DataSpec
-from apexlm.data.split import val_names
+from apexlm.data.split import evenly_spaced, seeded_subset, val_names
 from apexlm.errors import DataError
 
 
@@ -63,7 +63,15 @@ def _instruction_files(spec: DataSpec) -> tuple[list[Path], list[Path]]:
     return [instructions_file(root, "train")], [instructions_file(root, "val")]
 
 
-def conversation_sets(spec: DataSpec, tokenizer) -> tuple[ChatDataset, ChatDataset]:
+def _subset(convs: list[Conversation], cap: int | None, pick) -> list[Conversation]:
+    """Cap before tokenizing: tokenizing is ~1 ms per conversation, so a 64-item debug run should not pay for
+    the whole set. Same subset rule as the datamodule's caps."""
+    if cap is None or cap >= len(convs):
+        return convs
+    return [convs[i] for i in pick(len(convs), cap)]
+
+
+def conversation_sets(spec: DataSpec, tokenizer, seed: int = 0) -> tuple[ChatDataset, ChatDataset]:
     """(train, val) tokenized conversation datasets for a messages kind."""
     field = spec.messages_field
     if spec.kind == "hf_messages":
@@ -88,6 +96,8 @@ def conversation_sets(spec: DataSpec, tokenizer) -> tuple[ChatDataset, ChatDatas
         if len(train) < 2:
             raise DataError(f"{where}: one conversation cannot be split into train and val; add data")
         train, val = _split(train, spec.val_fraction, salt="messages")
+    train = _subset(train, spec.max_train_samples, lambda n, k: seeded_subset(n, k, seed))
+    val = _subset(val, spec.max_val_samples, evenly_spaced)
     return (
         _encode_all(tokenizer, train, spec.block_size, f"{where} (train)"),
         _encode_all(tokenizer, val, spec.block_size, f"{where} (val)"),

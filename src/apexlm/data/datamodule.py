@@ -137,7 +137,7 @@ def build_datamodule(cfg: Mapping[str, Any], tokenizer, seed: int) -> ApexDataMo
         val: Dataset = BlockDataset(np.ascontiguousarray(val_blocks))
         collate, unit = None, "block"
     else:
-        train, val = conversation_sets(spec, tokenizer)
+        train, val = conversation_sets(spec, tokenizer, seed)
         collate = PadCollator(tokenizer.pad_token_id, spec.block_size, spec.pad_to_multiple_of)
         unit = "conversation"
     train = _cap(train, spec.max_train_samples, lambda n, k: seeded_subset(n, k, seed))

@@ -35,16 +35,17 @@ class ApexMethod(Method):
         self.apex: Apex | None = None
         self.assess_tokens = 0
 
-    @property
-    def uses_stages(self) -> bool:  # APEX always has at least its first expansion; boundaries only if T>1
-        return super().uses_stages
-
     def prepare(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> nn.Module:
         self.apex = Apex(model, self.apex_cfg)
         n_samples = int(self.cfg.get("assess_samples", 0) or 0)
         if n_samples > 0 and assess_batches is not None:
             self._assess(model, assess_batches, n_samples)
         self.apex.expand()
+        return model
+
+    def prepare_for_resume(self, model: nn.Module) -> nn.Module:
+        """Recorders only: the checkpoint's method state re-installs the wrappers before the weights load."""
+        self.apex = Apex(model, self.apex_cfg)
         return model
 
     @torch.no_grad()

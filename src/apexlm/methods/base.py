@@ -89,7 +89,8 @@ class Method:
     @property
     def optimizer_reset(self) -> bool:
         """Clear all Adam state at each boundary (what the official code's optimizer rebuild does)."""
-        return self.uses_stages and bool(self.cfg.get("stage_optimizer_reset", self.stage_lr == "restart"))
+        explicit = self.cfg.get("stage_optimizer_reset")
+        return self.uses_stages and bool(self.stage_lr == "restart" if explicit is None else explicit)
 
     def on_stage_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
         """Called at each boundary before the generic optimizer reset. Returns metrics to log."""

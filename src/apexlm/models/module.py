@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apexlm.errors import ConfigError
 from apexlm.methods.base import Method, count_params
 from apexlm.training.stages import lr_factor, stage_boundaries
 
@@ -95,6 +96,9 @@ class CausalLMModule(L.LightningModule):
         self.method.on_before_optimizer_step(self.model)
 
     def on_train_start(self) -> None:
+        # HF `from_pretrained` returns eval-mode models and Lightning keeps the mode it finds; training must
+        # run in train mode (APEX records scores only then, gradient checkpointing is active only then).
+        self.model.train()
         trainable, total = count_params(self.model)
         self.log_dict({"params/trainable": float(trainable), "params/total": float(total),
                        "params/trainable_fraction": trainable / total}, rank_zero_only=True)
@@ -102,10 +106,18 @@ class CausalLMModule(L.LightningModule):
     # ---- checkpoint --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["apexlm_method"] = self.method.state_dict()
+        checkpoint["apexlm_method_name"] = str(self.method.cfg.get("name", self.method.name))
         checkpoint["apexlm_tokens_seen"] = self.tokens_seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.method.load_state_dict(checkpoint.get("apexlm_method", {}))
+        """Runs before Lightning loads the weights: the method state (APEX wrappers) must be in place first."""
+        from apexlm.callbacks.checkpointing import restore_method_state
+
+        saved, name = checkpoint.get("apexlm_method_name"), str(self.method.cfg.get("name", self.method.name))
+        if saved is not None and saved != name:
+            raise ConfigError(f"the checkpoint was trained with method={saved}, this run uses method={name}; "
+                              f"resume with method={saved} or start without ckpt_path")
+        restore_method_state(self.method, checkpoint.get("apexlm_method", {}))
         self.tokens_seen = int(checkpoint.get("apexlm_tokens_seen", 0))
 
 

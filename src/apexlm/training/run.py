@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from apexlm.callbacks.checkpointing import make_resumable, prepare_for_resume, resolve_ckpt_path
 from apexlm.callbacks.stages import StageCallback
 from apexlm.errors import ConfigError
 from apexlm.callbacks.throughput import ThroughputCallback, peak_memory_mb
@@ -39,8 +40,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]:
     """Train one configuration; returns its summary and the trained (finalized) module."""
     validate_config(cfg)
-    if cfg.get("export_to") and Path(str(cfg.export_to)).exists():
-        raise ConfigError(f"export_to={cfg.export_to} already exists; delete it or choose another path")
+    ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     from apexlm.data.datamodule import build_datamodule
@@ -49,9 +49,14 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     model = build_model(cfg.model, tokenizer)
     dm = build_datamodule(cfg.data, tokenizer, seed=int(cfg.seed))
     dm.setup("fit")
+    make_resumable(dm)  # data order = f(seed, epoch); the position in the epoch is checkpointed
     total_steps = total_steps_for(cfg, dm)
     method = build_method(cfg.method, seed=int(cfg.seed))
-    model = method.prepare(model, assess_batches=dm.train_dataloader())
+    if ckpt_path:  # no assessment pass: the checkpoint holds the method state (APEX: wrappers installed on load)
+        model = prepare_for_resume(method, model, dm.train_dataloader())
+    else:
+        model = method.prepare(model, assess_batches=dm.train_dataloader())
+    model.train()  # from_pretrained gives eval mode; Lightning keeps whatever mode it finds
     if count_params(model)[0] == 0:
         raise ConfigError("the method left no trainable parameters; check the method config")
     module = CausalLMModule(model, method, cfg.optim, total_steps)
@@ -64,7 +69,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
                         default_root_dir=str(run_dir), **build_trainer_kwargs(cfg, total_steps))
     try:
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         fit_s = time.perf_counter() - t0
         summary = _finish(cfg, run_dir, trainer, module, dm, tokenizer, stage_cb, tput, fit_s)
     finally:

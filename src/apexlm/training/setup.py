@@ -30,7 +30,7 @@ def load_run_tokenizer(cfg: DictConfig) -> Any:
         return load_gguf_tokenizer(m)
     ref = m.get("tokenizer") or m.get("pretrained")
     if ref is None:
-        if m.get("kind") == "tiny" and cfg.data.get("kind") in ("pretrain_text", "instructions"):
+        if m.get("kind") == "tiny":  # a fresh tiny model speaks the embedded BPE, whatever the data
             from apexlm.data.prepare import ensure_prepared
 
             ref = str(ensure_prepared(cfg.paths.data_dir) / "tokenizer")
@@ -66,14 +66,27 @@ def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
     kw = {k: t[k] for k in TRAINER_PASSTHROUGH if k in t and t[k] is not None}
     kw["max_steps"] = total_steps
     kw["max_epochs"] = -1
+    if str(kw.get("strategy", "auto")).startswith(("auto", "ddp")):  # sharded strategies write their own format
+        from apexlm.callbacks.checkpointing import AtomicCheckpointIO
+
+        kw["plugins"] = [AtomicCheckpointIO()]
     return kw
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
-    cb: list[L.Callback] = []
+    from apexlm.callbacks.checkpointing import RngStateCallback
+    from apexlm.callbacks.guard import NumericalGuard, RankAgreementGuard
+
     c = cfg.get("callbacks") or {}
+    guard = c.get("guard") or {}
+    cb: list[L.Callback] = [NumericalGuard(str(guard.get("on_nonfinite", "stop"))), RankAgreementGuard(),
+                            RngStateCallback()]
+    if (cfg.get("eval") or {}).get("analytics"):  # after the StageCallback (added first by the pipeline)
+        from apexlm.callbacks.analytics import AnalyticsCallback
+
+        cb.append(AnalyticsCallback(cfg, run_dir))
     if c.get("lr_monitor", True):
         cb.append(LearningRateMonitor(logging_interval="step"))
     ck = c.get("checkpoint") or {}

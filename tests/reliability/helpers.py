@@ -1,0 +1,161 @@
+"""Shared helpers of the reliability tests: in-process runs with injected callbacks, CLI runs, error checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from tests.conftest import MICRO, ROOT, compose_cfg
+
+# A short APEX run that crosses an epoch (16 examples / batch 4 = 4 steps per epoch) and a stage boundary
+# (6 steps, 2 stages: boundary after step 3), with a checkpoint after every optimizer step.
+RESUME = ["experiment=apex_it", "debug=fdr", *MICRO, "logger=csv", "trainer.max_steps=6", "method.stages=2",
+          "data.max_train_samples=16", "trainer.limit_val_batches=0", "callbacks.checkpoint.enabled=true",
+          "callbacks.checkpoint.every_n_steps=1", "method.assess_samples=8", "threads=1"]
+
+
+class Killed(RuntimeError):
+    """Stands for the process dying."""
+
+
+class KillAt(L.Callback):
+    """Raise in on_train_batch_end of optimizer step `step`: after the stage callback acted on that step and
+    before ModelCheckpoint (Lightning runs checkpoint callbacks last) saved it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Killed(f"killed at step {self.step}")
+
+
+@contextlib.contextmanager
+def extra_callbacks(*callbacks: L.Callback) -> Iterator[None]:
+    """Append callbacks to the ones the pipeline builds (apexlm.training.run.build_callbacks)."""
+    import apexlm.training.run as run_mod
+
+    original = run_mod.build_callbacks
+    run_mod.build_callbacks = lambda cfg, run_dir: [*original(cfg, run_dir), *callbacks]
+    try:
+        yield
+    finally:
+        run_mod.build_callbacks = original
+
+
+def fit(overrides: list[str], run_dir: Path, *callbacks: L.Callback) -> tuple[dict, Any]:
+    """Run the real pipeline in-process; returns (summary, module)."""
+    from apexlm.training.run import fit as fit_run
+
+    cfg = compose_cfg(overrides, run_dir)
+    with extra_callbacks(*callbacks):
+        return fit_run(cfg, run_dir)
+
+
+def weights(module: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0.0:
+            assert torch.equal(a[k], b[k]), (k, (a[k] - b[k]).abs().max().item())
+        else:
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0.0, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def train_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a subprocess with logs under cwd/logs."""
+    e = {**os.environ, "APEXLM_LOG_DIR": str(cwd / "logs"), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
+         **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=e,
+                          cwd=cwd, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# ---- many CLI runs, fast -----------------------------------------------------------------------------
+# A fresh interpreter spends most of a failing `python train.py ...` importing torch/lightning/transformers.
+# `cli_many` runs each case as its own process forked from a server that imported them once, and executes
+# train.py exactly as `python train.py ARGS` would (runpy as __main__, same argv, env and cwd; exit status,
+# stdout and stderr captured). APEXLM_FRESH_CLI=1 runs every case as a genuine subprocess instead.
+PRELOAD = ["torch", "lightning", "transformers", "hydra", "apexlm.training.entry", "apexlm.training.run"]
+
+
+def _cli_child(args: list[str], cwd: str, env: dict, out: str, err: str) -> None:
+    import runpy
+    import traceback
+
+    for fd, path in ((1, out), (2, err)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [str(ROOT / "train.py"), *args]
+    code = 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - what the interpreter would do with an uncaught exception
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def cli_many(cases: list[list[str]], cwds: list[Path], env: dict | None = None, parallel: int = 2,
+             timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Run `python train.py ARGS` for every case (each in its own process); results in case order."""
+    import multiprocessing as mp
+    import time
+
+    envs = [{**os.environ, "APEXLM_LOG_DIR": str(c / "logs"), "WANDB_MODE": "disabled",
+             "PYTHONWARNINGS": "ignore", **(env or {})} for c in cwds]
+    if os.environ.get("APEXLM_FRESH_CLI") == "1":
+        return [subprocess.run([sys.executable, str(ROOT / "train.py"), *a], capture_output=True, text=True,
+                               env=e, cwd=c, timeout=timeout) for a, c, e in zip(cases, cwds, envs)]
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    results: list[subprocess.CompletedProcess | None] = [None] * len(cases)
+    pending, running = list(range(len(cases))), {}
+    deadline = time.monotonic() + timeout
+    while pending or running:
+        while pending and len(running) < parallel:
+            i = pending.pop(0)
+            out, err = cwds[i] / ".cli.out", cwds[i] / ".cli.err"
+            p = ctx.Process(target=_cli_child, args=(cases[i], str(cwds[i]), envs[i], str(out), str(err)))
+            p.start()
+            running[i] = p
+        for i, p in list(running.items()):
+            p.join(timeout=0.05)
+            if p.exitcode is None and time.monotonic() < deadline:
+                continue
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+            out, err = cwds[i] / ".cli.out", cwds[i] / ".cli.err"
+            text = [f.read_text(errors="replace") if f.exists() else "" for f in (out, err)]
+            results[i] = subprocess.CompletedProcess(cases[i], p.exitcode, *text)
+            out.unlink(missing_ok=True)
+            err.unlink(missing_ok=True)
+            del running[i]
+    return results  # type: ignore[return-value]

@@ -8,7 +8,8 @@ same order (one seeded DataLoader), AdamW with the same betas/eps, the same warm
 schedule, gradient clipping at 1.0, the same precision (fp32 on CPU, bf16 autocast on CUDA). The Lightning
 side runs what `apexlm.training.run` runs, minus logger, progress bar and checkpoints (stage and throughput
 callbacks included). Throughput is measured after `--warmup` steps; each side runs `--repeats` times,
-interleaved (L P L P), and the medians are compared. The per-step losses of both sides are compared too:
+interleaved (L P L P), and the medians are compared; the ratio of median per-step times (each step timed
+end to end, data fetch and callbacks included) is printed too, as it is robust to stalls on a busy machine. The per-step losses of both sides are compared too:
 they should agree, which shows that the two loops compute the same thing.
 """
 
@@ -62,12 +63,13 @@ def make_loader(kind: str, shape_name: str, seed: int, data_dir: str | None) -> 
 
 
 class _StepTimer(L.Callback):
-    """Wall time from the start of batch `warmup` to the end of the last batch; per-step losses."""
+    """Wall time from the start of batch `warmup` to the end of the last batch; per-step end times; losses."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.t0 = self.t1 = 0.0
         self.losses: list[torch.Tensor] = []
+        self.ends: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
@@ -76,9 +78,10 @@ class _StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(outputs["loss"].detach())
+        sync(self.device)
+        self.ends.append(time.perf_counter())
         if trainer.global_step == self.steps:
-            sync(self.device)
-            self.t1 = time.perf_counter()
+            self.t1 = self.ends[-1]
 
 
 def _method_and_model(a: argparse.Namespace, vocab: int, device: torch.device):
@@ -97,7 +100,13 @@ def run_lightning(a: argparse.Namespace, loader_fn, vocab: int, device: torch.de
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                         gradient_clip_val=CLIP, callbacks=[StageCallback(), ThroughputCallback(), timer])
     trainer.fit(module, train_dataloaders=loader_fn())
-    return {"seconds": timer.t1 - timer.t0, "losses": [float(x) for x in timer.losses]}
+    return {"seconds": timer.t1 - timer.t0, "losses": [float(x) for x in timer.losses],
+            "step_s": _intervals(timer.ends, a.warmup)}
+
+
+def _intervals(ends: list[float], warmup: int) -> list[float]:
+    """End-to-end time of each timed step (data fetch, logging and callbacks included)."""
+    return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])] if warmup >= 1 else []
 
 
 def run_plain(a: argparse.Namespace, loader_fn, vocab: int, device: torch.device) -> dict[str, Any]:
@@ -108,7 +117,7 @@ def run_plain(a: argparse.Namespace, loader_fn, vocab: int, device: torch.device
         lr_factor, total_steps=a.steps, warmup_ratio=OPTIM["warmup_ratio"], boundaries=[],
         policy=method.stage_lr, restart_warmup_ratio=OPTIM["restart_warmup_ratio"], schedule="cosine"))
     model.train()
-    losses, t0, step = [], 0.0, 0
+    losses, ends, t0, step = [], [], 0.0, 0
     while step < a.steps:
         for batch in loader_fn():
             if step == a.warmup:
@@ -117,11 +126,12 @@ def run_plain(a: argparse.Namespace, loader_fn, vocab: int, device: torch.device
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             losses.append(train_step(model, batch, opt, device, clip=CLIP))
             sched.step()
+            sync(device)
+            ends.append(time.perf_counter())
             step += 1
             if step == a.steps:
                 break
-    sync(device)
-    return {"seconds": time.perf_counter() - t0, "losses": [float(x) for x in losses]}
+    return {"seconds": ends[-1] - t0, "losses": [float(x) for x in losses], "step_s": _intervals(ends, a.warmup)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,21 +161,24 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(res)
             print(f"[pipeline] repeat {r + 1} {name}: {res['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
     tps = {k: median([x["tokens_per_s"] for x in v]) for k, v in runs.items()}
+    per_step = {k: median([t for x in v for t in x["step_s"]]) for k, v in runs.items()}
     diff = max(abs(x - y) for x, y in zip(runs["lightning"][0]["losses"], runs["plain"][0]["losses"]))
     out = {"machine": machine_info(device), "shape": a.shape, "method": a.method, "data": a.data,
            "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "tokens_timed": tokens,
            "tokens_per_s": tps, "ratio": tps["lightning"] / tps["plain"], "max_abs_loss_diff": diff,
+           "median_step_s": per_step, "median_step_ratio": per_step["plain"] / per_step["lightning"],
            "runs": {k: [{"tokens_per_s": x["tokens_per_s"], "seconds": x["seconds"]} for x in v]
                     for k, v in runs.items()}}
     s = SHAPES[a.shape]
     print(machine_line(out["machine"]))
     print(f"shape {a.shape} (batch {s.batch}x{s.seq}), method {a.method}, data {a.data}; {a.steps} steps, "
           f"{a.warmup} untimed; {a.repeats} repeats interleaved")
-    print(f"{'loop':<22} {'tok/s (median)':>15}   per repeat")
+    print(f"{'loop':<12} {'tok/s (median of repeats)':>26}   {'per repeat':<18} {'median step ms':>14}")
     for k in ("lightning", "plain"):
         each = ", ".join(f"{x['tokens_per_s']:.0f}" for x in runs[k])
-        print(f"{k:<22} {tps[k]:>15.0f}   {each}")
-    print(f"ratio lightning/plain = {out['ratio']:.3f} (target >= 0.95); max |loss diff| per step = {diff:.2e}")
+        print(f"{k:<12} {tps[k]:>26.0f}   {each:<18} {1e3 * per_step[k]:>14.1f}")
+    print(f"ratio lightning/plain = {out['ratio']:.3f} (target >= 0.95); from median step times "
+          f"{out['median_step_ratio']:.3f}; max |loss diff| per step = {diff:.2e}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))

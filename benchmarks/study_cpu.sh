@@ -4,29 +4,30 @@
 #   CPT arms: vanilla (full_cpt), restart-only control (full_restart_cpt), APEX official (mixer LR x1, restarts),
 #             APEX with mixer LR x30 (restarts).
 #   IT arms:  full, LoRA (r matched to low-budget APEX), HFT, APEX (official IT knobs), low-budget APEX, S2-only.
-# Usage: bash benchmarks/study_cpu.sh [cpt|it|all]   (about 45 min on 2 CPU cores for both)
+# Usage: bash benchmarks/study_cpu.sh [cpt|it|all]
+# Knobs (env): SEEDS=1,2,3 CPT_STEPS=60 IT_STEPS=60 IT_ARMS=... EVAL_ITEMS=20 THREADS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WHAT=${1:-all}
 STAMP=$(date +%Y%m%d-%H%M%S)
-CPT_STEPS=${CPT_STEPS:-80}
-IT_STEPS=${IT_STEPS:-80}
+CPT_STEPS=${CPT_STEPS:-60}
+IT_STEPS=${IT_STEPS:-60}
 
 if [[ $WHAT == cpt || $WHAT == all ]]; then
   $PY train.py hparams_search=apex_mixer_lr_sweep_cpt experiment_name=study_cpt \
-    +hparams_search/mixer_arm=full_cpt,full_restart_cpt,x1_restart,x30_restart \
+    +hparams_search/mixer_arm=full_cpt,full_restart_cpt,x1_restart,x30_restart seed=${SEEDS:-1,2,3} \
     "hydra.sweep.dir=logs/study_cpt/$STAMP" \
-    trainer.max_steps=$CPT_STEPS trainer.val_check_interval=20 trainer.limit_val_batches=8 \
+    trainer.max_steps=$CPT_STEPS trainer.val_check_interval=15 trainer.limit_val_batches=8 \
     trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false logger=csv threads=${THREADS:-2}
   $PY -m apexlm.analysis.report "logs/study_cpt/$STAMP" --baseline full_cpt \
     --controls full_cpt,full_restart_cpt
 fi
 if [[ $WHAT == it || $WHAT == all ]]; then
-  $PY train.py -m experiment=full_it,lora_it,hft_it,apex_it,apex_lowbudget_it,s2_it seed=1,2,3 \
+  $PY train.py -m experiment=${IT_ARMS:-full_it,lora_it,hft_it,apex_it,apex_lowbudget_it,s2_it} seed=${SEEDS:-1,2,3} \
     experiment_name=study_it "hydra.sweep.dir=logs/study_it/$STAMP" \
-    trainer.max_steps=$IT_STEPS trainer.val_check_interval=20 trainer.limit_val_batches=8 \
+    trainer.max_steps=$IT_STEPS trainer.val_check_interval=15 trainer.limit_val_batches=8 \
     trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false logger=csv threads=${THREADS:-2} \
-    eval.enabled=true eval.max_items_per_task=20
+    eval.enabled=true eval.max_items_per_task=${EVAL_ITEMS:-20}
   $PY -m apexlm.analysis.report "logs/study_it/$STAMP" --baseline full_it --controls full_it
 fi

@@ -9,7 +9,12 @@ import pytest
 
 from tests.conftest import CONFIG_DIR, MICRO, run_in_process
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+ALL = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+# One-knob ablations of apex_it: each knob is unit-tested in tests/apex and every file composes
+# (tests/test_configs.py); these run end to end as well, one per pipeline-level code path.
+PIPELINE_ABLATIONS = {"apex_it_selection_random", "apex_it_operator_dense", "apex_it_stages_3",
+                      "apex_it_scoring_ma_rank", "apex_it_stage_lr_continue", "apex_it_mixer_lr_scale_30"}
+EXPERIMENTS = [e for e in ALL if not e.startswith("apex_it_") or e in PIPELINE_ABLATIONS]
 FIELDS = ("method", "experiment", "seed", "total_params", "trainable_params", "tokens_seen", "train_time_s",
           "tokens_per_s", "peak_mem_mb", "final_val_loss", "final_val_ppl", "stages_completed",
           "trainable_fraction")

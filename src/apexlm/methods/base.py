@@ -17,20 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from apexlm.apex.budget import count_params  # noqa: F401 - re-exported for the methods
+
 NO_DECAY_KEYS = ("norm", "bias")
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; shared tensors counted once."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
 
 
 def decay_groups(

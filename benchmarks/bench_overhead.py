@@ -7,10 +7,12 @@ Every method starts from the same seeded initialisation and trains on the same b
 (forward + backward + step, fp32 on CPU, bf16 autocast on CUDA); the median of the timed steps after a
 warmup is compared with full fine-tuning measured in the same run. Methods are interleaved step by step
 (except at the 1b shape, where they run one after another to bound memory), so background load hits all
-of them alike. Also measured: the scoring hooks alone (recorders on vs off, forward + backward of the plain
+of them alike; a second, identical full fine-tuning run (the A/A row) shows the noise of the measurement. Also measured: the scoring hooks alone (recorders on vs off, forward + backward of the plain
 model), the stage transition (`Apex.restage`) and inference of the fused model vs the original one.
 On CPU the table also gives the ratio of process CPU time per step ("cpu x full"), which a busy machine
-disturbs much less than wall time (use --threads 1 there: several OpenMP threads spin while preempted).
+disturbs much less than wall time. Use --threads 1 on a busy machine: with several OpenMP threads every
+small parallel op waits for a preempted worker (measured here: one Apex.restage 2.7 s with 2 threads under
+load vs 30 ms with 1), which inflates APEX's many small ops far more than full fine-tuning's large ones.
 The last line is `apex_overhead_ratio=<APEX IT step time / full step time>`.
 """
 
@@ -36,9 +38,10 @@ from overhead_extras import fused_inference, hook_cost, profile_step, restage_co
 from apexlm.methods import build_method  # noqa: E402
 from apexlm.methods.base import count_params  # noqa: E402
 
-METHODS = ("full", "apex_it", "apex_cpt", "s2", "lora")
+METHODS = ("full", "apex_it", "apex_cpt", "s2", "lora", "full_aa")
 DESCRIPTIONS = {
     "full": "full fine-tuning",
+    "full_aa": "full fine-tuning, A/A noise control",
     "apex_it": "APEX IT (configs/method/apex.yaml)",
     "apex_cpt": "APEX CPT (base_trainable, k 0.125)",
     "s2": "S2 = APEX IT, operator none",
@@ -56,6 +59,7 @@ def method_configs(assess_samples: int) -> dict[str, dict[str, Any]]:
         "apex_cpt": {**it, **experiment_method("apex_cpt")},
         "s2": {**it, **method_config("s2")},
         "lora": method_config("lora"),
+        "full_aa": method_config("full"),
     }
 
 
@@ -208,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list; full is always included")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma list; full is always included; full_aa is the A/A noise control")
     p.add_argument("--sequential", action="store_true", help="one method after another (default at 1b)")
     p.add_argument("--profile", action="store_true", help="also print the top ops of one full / APEX IT step")
     p.add_argument("--json", default=None, help="write the result here")

@@ -72,7 +72,7 @@ def test_bench_overhead_quick_micro(tmp_path: Path) -> None:
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("apex_overhead_ratio=") and float(last.split("=", 1)[1]) > 0
     res = json.loads(out.read_text())
-    assert set(res["methods"]) == {"full", "apex_it", "apex_cpt", "s2", "lora"}
+    assert set(res["methods"]) == {"full", "apex_it", "apex_cpt", "s2", "lora", "full_aa"}
     assert res["methods"]["apex_cpt"]["trainable_fraction"] >= 1.0 > res["methods"]["apex_it"]["trainable_fraction"]
     assert res["fused"]["wrappers_left"] == 0 and res["fused"]["max_abs_diff"] < 1e-4
     assert res["restage"]["apex_it"]["stage"] == 3 and res["hooks"]["ratio"] > 0

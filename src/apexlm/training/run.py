@@ -87,6 +87,7 @@ def _final_val(trainer: L.Trainer, module: CausalLMModule, dm: Any) -> dict[str,
 def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLMModule, dm: Any,
             tokenizer: Any, stage_cb: StageCallback, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
     method = module.method
+    method_summary = method.summary(module.model)  # before finalize: fusing/merging drops the operators
     module.model = method.finalize(module.model)  # plain HF model again (APEX fused, adapters merged)
     val = _final_val(trainer, module, dm)
     if cfg.get("export") and trainer.is_global_zero:
@@ -105,7 +106,7 @@ def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLM
         "experiment": str(cfg.experiment_name),
         "seed": int(cfg.seed),
         "run_dir": str(run_dir),
-        **method.summary(module.model),
+        **method_summary,
         "tokens_seen": int(module.tokens_seen),
         "train_time_s": tput.train_time_s or fit_s,
         "tokens_per_s": tput.tokens_per_s,

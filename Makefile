@@ -32,7 +32,7 @@ test: data
 	APEXLM_DATA_DIR=$(DATA_DIR) WANDB_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: base
-	$(PY) benchmarks/bench_overhead.py --quick
+	$(PY) benchmarks/bench_overhead.py --quick --threads 1
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks || true

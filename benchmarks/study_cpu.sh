@@ -4,8 +4,9 @@
 #   CPT arms: vanilla (full_cpt), restart-only control (full_restart_cpt), APEX official (mixer LR x1, restarts),
 #             APEX with mixer LR x30 (restarts).
 #   IT arms:  full, LoRA (r matched to low-budget APEX), HFT, APEX (official IT knobs), low-budget APEX, S2-only.
-# Usage: bash benchmarks/study_cpu.sh [cpt|it|all]
-# Knobs (env): SEEDS=1,2,3 CPT_STEPS=60 IT_STEPS=60 IT_ARMS=... EVAL_ITEMS=20 THREADS=2
+# Usage: bash benchmarks/study_cpu.sh [cpt|it|all]   (all = both studies side by side, one thread each)
+# Knobs (env): SEEDS=1,2,3 CPT_STEPS=60 IT_STEPS=60 IT_ARMS=... EVAL_ITEMS=20 THREADS=2 (1 under `all`)
+# Each study's console output goes to logs/study_<cpt|it>/<time>.log; the script prints the wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -14,20 +15,39 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 CPT_STEPS=${CPT_STEPS:-60}
 IT_STEPS=${IT_STEPS:-60}
 
-if [[ $WHAT == cpt || $WHAT == all ]]; then
+if [[ $WHAT == all ]]; then THREADS=${THREADS:-1}; fi
+T0=$SECONDS
+
+cpt() {
   $PY train.py hparams_search=apex_mixer_lr_sweep_cpt experiment_name=study_cpt \
     +hparams_search/mixer_arm=full_cpt,full_restart_cpt,x1_restart,x30_restart seed=${SEEDS:-1,2,3} \
     "hydra.sweep.dir=logs/study_cpt/$STAMP" \
     trainer.max_steps=$CPT_STEPS trainer.val_check_interval=15 trainer.limit_val_batches=8 \
-    trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false logger=csv threads=${THREADS:-2}
+    trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false logger=csv threads=${THREADS:-2} \
+    eval.enabled=true eval.exact_match=false eval.multiple_choice=false  # ppl on both domains: forgetting
   $PY -m apexlm.analysis.report "logs/study_cpt/$STAMP" --baseline full_cpt \
     --controls full_cpt,full_restart_cpt
-fi
-if [[ $WHAT == it || $WHAT == all ]]; then
+}
+
+it() {
   $PY train.py -m experiment=${IT_ARMS:-full_it,lora_it,hft_it,apex_it,apex_lowbudget_it,s2_it} seed=${SEEDS:-1,2,3} \
     experiment_name=study_it "hydra.sweep.dir=logs/study_it/$STAMP" \
     trainer.max_steps=$IT_STEPS trainer.val_check_interval=15 trainer.limit_val_batches=8 \
     trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false logger=csv threads=${THREADS:-2} \
     eval.enabled=true eval.max_items_per_task=${EVAL_ITEMS:-20}
   $PY -m apexlm.analysis.report "logs/study_it/$STAMP" --baseline full_it --controls full_it
-fi
+}
+
+run() {  # run <study>: its output to logs/study_<study>/<time>.log
+  mkdir -p "logs/study_$1"
+  echo "study $1 -> logs/study_$1/$STAMP (log: logs/study_$1/$STAMP.log)"
+  "$1" >"logs/study_$1/$STAMP.log" 2>&1
+}
+
+case $WHAT in
+  cpt | it) run "$WHAT" ;;
+  all) run cpt & c=$!; run it & i=$!; wait $c; wait $i ;;
+  *) echo "usage: bash benchmarks/study_cpu.sh [cpt|it|all]" >&2; exit 2 ;;
+esac
+echo "study_wall_s=$((SECONDS - T0))"
+

@@ -1,9 +1,13 @@
 """Trainable-parameter budget of a method on a model, without allocating weights (meta device).
 
     python -m apexlm.budget model=llama2_7b method=apex [method.k_ratio=0.125 ...]
+    python -m apexlm.budget --all model=tiny       # one line per method config
+    python -m apexlm.budget --pairs model=tiny     # the matched-budget experiment pairs, side by side
 
 Prints a small table and ends with `trainable_fraction=<float>`. Uses the same config groups and the same
-`Method.prepare` as training, so the number is the one a real run would log.
+`Method.prepare` as training, so the number is the one a real run would log. `--pairs` composes the paired
+experiments on the chosen model, solves the LoRA rank that matches the low-budget APEX arm there, and ends
+with one `pair_match[<pair>]=<smaller/larger trainable count>` line per pair.
 """
 
 from __future__ import annotations
@@ -51,17 +55,81 @@ def budget(cfg: DictConfig) -> dict[str, Any]:
             "total_params_with_operators": total, "trainable_fraction": trainable / base_total}
 
 
+# Matched-budget pairs (issue: APEX ~52 % vs HFT ~50 % vs full; low-budget APEX vs LoRA at a matched rank).
+PAIRS: dict[str, list[str]] = {
+    "half": ["experiment=apex_it", "experiment=hft_it", "experiment=full_it"],
+    "low": ["experiment=apex_lowbudget_it", "experiment=lora_it"],
+}
+
+
+def compose_budget(overrides: list[str]) -> dict[str, Any]:
+    """Budget of the train config composed with `overrides` (Hydra must be initialised)."""
+    from hydra import compose
+
+    return budget(compose(config_name="train", overrides=overrides))
+
+
+def matched_lora_rank(target: int, overrides: list[str]) -> int:
+    """The LoRA rank whose trainable count is closest to `target` (LoRA's count is affine in r)."""
+    one, two = (compose_budget([*overrides, f"method.r={r}"])["trainable_params"] for r in (1, 2))
+    per_rank, fixed = two - one, 2 * one - two
+    return max(1, round((target - fixed) / per_rank))
+
+
+def print_pairs(model_overrides: list[str]) -> None:
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for pair, arms in PAIRS.items():
+        for arm in arms:
+            rows.append((pair, arm, compose_budget([arm, *model_overrides])))
+    low_apex = next(r for p, a, r in rows if p == "low" and "apex" in a)
+    lora_args = ["experiment=lora_it", *model_overrides]
+    rank = matched_lora_rank(low_apex["trainable_params"], lora_args)
+    rows.append(("low", f"experiment=lora_it method.r={rank}", compose_budget([*lora_args, f"method.r={rank}"])))
+    total = rows[0][2]["model_params"]
+    print(f"matched budgets, {' '.join(model_overrides) or 'default model'} ({total:,} parameters)")
+    print(f"{'pair':<6}{'arm':<40}{'trainable':>14}{'fraction':>10}{'x first':>9}")
+    for pair in PAIRS:
+        group = [(a, r) for p, a, r in rows if p == pair]
+        first = group[0][1]["trainable_params"]
+        for arm, r in group:
+            print(f"{pair:<6}{arm:<40}{r['trainable_params']:>14,}{r['trainable_fraction']:>10.4f}"
+                  f"{r['trainable_params'] / first:>9.3f}")
+    for pair in PAIRS:
+        a, b = [r["trainable_params"] for p, _, r in rows if p == pair][:2]
+        print(f"pair_match[{pair}]={_match(a, b):.4f}")
+    print(f"pair_match[low_r{rank}]={_match(low_apex['trainable_params'], rows[-1][2]['trainable_params']):.4f}")
+
+
+def _match(a: int, b: int) -> float:
+    """Smaller over larger trainable count: 1.0 = identical budgets; >= 0.9 = within 10 %."""
+    return min(a, b) / max(a, b)
+
+
+def print_all(overrides: list[str]) -> None:
+    methods = sorted(p.stem for p in (ROOT / "configs" / "method").glob("*.yaml"))
+    for name in methods:
+        r = compose_budget([*overrides, f"method={name}"])
+        print(f"{name:<8}{r['trainable_params']:>16,} / {r['model_params']:,}  trainable_fraction={r['trainable_fraction']:.4f}")
+
+
 def main(argv: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
 
     os.environ.setdefault("APEXLM_ROOT", str(ROOT))
+    mode = next((a for a in argv if a in ("--pairs", "--all")), None)
+    args = [a for a in argv if a != mode]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=argv)
-    try:
-        res = budget(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        try:
+            if mode == "--pairs":
+                print_pairs(args)
+                return 0
+            if mode == "--all":
+                print_all(args)
+                return 0
+            res = compose_budget(args)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(f"{'method':<28}{res['method']}")
     print(f"{'model parameters':<28}{res['model_params']:,}")
     print(f"{'trainable parameters':<28}{res['trainable_params']:,}")

@@ -62,3 +62,32 @@ def test_count_params_deduplicates_shared_tensors():
     assert shared is model.model.layers[0].self_attn.o_proj.shared
     t2, n2 = count_params(model)
     assert n2 - n == sum(p.numel() for p in apex.operator_parameters())
+
+
+@pytest.mark.parametrize("model", ["tiny", "llama2_7b"])
+def test_matched_budget_pairs_agree_within_ten_percent(model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m apexlm.budget --pairs`: APEX vs HFT, and low-budget APEX vs LoRA at the solved rank."""
+    from apexlm.budget import main
+
+    assert main(["--pairs", f"model={model}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    match = {ln.split("=")[0]: float(ln.split("=")[1]) for ln in lines if ln.startswith("pair_match[")}
+    assert match["pair_match[half]"] >= 0.9
+    low_r = [v for k, v in match.items() if k.startswith("pair_match[low_r")]
+    assert len(low_r) == 1 and low_r[0] >= 0.9
+    if model == "tiny":  # the configured lora_it (r=16) is already the low-budget APEX's twin here
+        assert match["pair_match[low]"] >= 0.9
+    full = next(ln for ln in lines if "experiment=full_it" in ln)
+    assert full.split()[3] == "1.0000"
+
+
+def test_budget_all_lists_every_method(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from apexlm.budget import ROOT, main
+
+    assert main(["--all", "model=llama2_7b"]) == 0
+    out = capsys.readouterr().out
+    for cfg in (Path(ROOT) / "configs" / "method").glob("*.yaml"):
+        assert f"\n{cfg.stem} " in f"\n{out}"
+    assert "trainable_fraction=0.5180" in out  # apex, the paper's 52 %

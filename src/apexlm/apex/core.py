@@ -114,8 +114,8 @@ class Apex:
 
         fold → reselect from this stage's scores → permute → operators at identity → clear the operators'
         optimizer state (and every param's when `reset_base_state`, else permute the base params' Adam
-        moments like the weights) → zero the recorders. Returns stage metrics (time, P/N Jaccard overlap
-        with the previous stage in original unit ids, sizes).
+        moments like the weights) → zero the recorders. Returns stage metrics (time, how many parameters'
+        Adam states were dropped, P/N Jaccard overlap with the previous stage in original unit ids, sizes).
         """
         if not self.expanded:
             raise RuntimeError("Apex.restage() needs an expanded model: call expand() first")
@@ -124,15 +124,17 @@ class Apex:
         prev = self.sets
         specs, self.sets = select_and_permute(self.arch, self.cfg, self.scores, self._make_plans(),
                                               self.unit_ids, self.stage + 1)
+        dropped = 0  # parameters whose Adam state was dropped
         if optimizer is not None:
             if reset_base_state:
-                reset_state(optimizer, optimizer_params(optimizer))
+                dropped = reset_state(optimizer, optimizer_params(optimizer))
             else:
                 permute_optimizer_state(optimizer, specs)
-                reset_state(optimizer, self.operator_parameters())
+                dropped = reset_state(optimizer, self.operator_parameters())
         self.recorder.zero()
         self.stage += 1
         return {"stage": self.stage, "transition_time_s": time.perf_counter() - t0,
+                "optimizer_states_reset": dropped,
                 **overlap_metrics(prev, self.sets), **size_summary(self._make_plans())}
 
     def fuse(self) -> None:

@@ -34,14 +34,20 @@ class StageCallback(L.Callback):
         opt = trainer.optimizers[0] if trainer.optimizers else None
         method = pl_module.method
         metrics = dict(method.on_stage_end(pl_module.model, opt) or {})
+        # parameters whose Adam state was dropped at this boundary, by the method (APEX's restage) or here
+        metrics["optimizer_states_reset"] = float(metrics.get("optimizer_states_reset", 0))
         if method.optimizer_reset and opt is not None:
+            metrics["optimizer_states_reset"] += len(opt.state)
             opt.state.clear()
             self.resets += 1
         self.done.append(step)
         metrics["transition_s"] = time.perf_counter() - t0
         metrics["stage"] = float(method.stage)
-        pl_module.log_dict({f"stage/{k}": float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float))}, on_step=True, on_epoch=False)
+        # Straight to the loggers, once: `self.log` from a batch-end hook re-sends the last value at every
+        # later logging step, which would read as a transition at every step.
+        scalars = {f"stage/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
         if self.out_dir is not None and trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / f"stage_{len(self.done)}_step{step}.json", "w") as f:

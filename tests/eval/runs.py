@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import MICRO, compose_cfg, run_in_process
 
-# Cheap evaluation at the end of each run (still every part: ppl, exact match, MC, analytics).
-EVAL_FAST = ["eval.enabled=true", "eval.analytics=true", "eval.max_ppl_batches=2", "eval.max_items_per_task=2",
+# Cheap evaluation at the end of each run (still every part: ppl, exact match, MC, analytics). One domain batch
+# while the trainer validates on 2: ppl/val must still read 2 (the trainer's limit, not max_ppl_batches).
+EVAL_FAST = ["eval.enabled=true", "eval.analytics=true", "eval.max_ppl_batches=1", "eval.max_items_per_task=2",
              "eval.max_new_tokens=6", "eval.ppl_domains=[shakespeare]"]
 EXPERIMENTS = {"full": "full_cpt", "apex": "apex_cpt"}
 

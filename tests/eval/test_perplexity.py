@@ -61,3 +61,10 @@ def test_checkpoint_rebuild_matches_the_export() -> None:
     a = split_perplexity(rebuilt, loader, VAL_BATCHES)["loss"]
     b = split_perplexity(exported, loader, VAL_BATCHES)["loss"]
     assert a == pytest.approx(b, abs=1e-5)
+
+
+@pytest.mark.parametrize("limit,expected", [(None, None), (1.0, None), (20, 20), (0.25, 10), (0.01, 1), (0, 8)])
+def test_val_ppl_reads_as_many_batches_as_the_trainer(limit: float | None, expected: int | None) -> None:
+    from apexlm.eval.run_eval import val_batches
+
+    assert val_batches({"trainer": {"limit_val_batches": limit}}, 40, cap=8) == expected

@@ -4,7 +4,8 @@ Called by the training pipeline at the end of a run (`eval.enabled`) and by `eva
 switchable, see configs/eval/default.yaml):
   ppl/<domain>   token-weighted perplexity on the val split of each `eval.ppl_domains` entry — the source
                  (shakespeare) and target (pycode) domains of continued pre-training, so forgetting shows;
-  ppl/val        the run's own val data, exactly as the trainer's final validation saw it;
+  ppl/val        the run's own val data, exactly as the trainer's final validation saw it (the trainer's
+                 limit_val_batches, not eval.max_ppl_batches, sets how many batches);
   exact_match    greedy generation on held-out instruction items, per task and macro average;
   mc_accuracy    log-likelihood multiple choice on items with a closed answer set;
   analytics      the §8 analyses of the final model (`apexlm.analysis.offline`), if `eval.analytics`.
@@ -81,9 +82,23 @@ def _perplexities(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any], ev: 
         out.update({f"ppl/{_name(domain)}": res["ppl"], f"loss/{_name(domain)}": res["loss"],
                     f"tokens/{_name(domain)}": res["tokens"]})
     if val_loader is not None:
-        res = split_perplexity(model, val_loader, int(cap) if cap else None)    # first batches, as Lightning
+        res = split_perplexity(model, val_loader, val_batches(cfg, len(val_loader), cap))  # first batches
         out.update({"ppl/val": res["ppl"], "loss/val": res["loss"], "tokens/val": res["tokens"]})
     return out
+
+
+def val_batches(cfg: Mapping[str, Any], n_batches: int, cap: Any) -> int | None:
+    """How many val batches `ppl/val` reads: as many as the trainer's validation did, so that `ppl/val`
+    equals the run's final val ppl (trainer.limit_val_batches: an int = that many, a fraction of 1 = that
+    share as Lightning rounds it, 1.0/null = all). A run that never validated (0) falls back to `cap`."""
+    limit = (cfg.get("trainer") or {}).get("limit_val_batches")
+    if limit is None or (isinstance(limit, float) and limit == 1.0):
+        return None
+    if isinstance(limit, float) and 0.0 < limit < 1.0:
+        return max(1, int(n_batches * limit))
+    if int(limit) > 0:
+        return int(limit)
+    return int(cap) if cap else None
 
 
 def run_val_loader(cfg: Mapping[str, Any], tokenizer: Any) -> Any | None:

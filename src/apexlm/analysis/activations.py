@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from apexlm.analysis.model_view import Geometry, decoder_layers, geometry
+from apexlm.analysis.model_view import Geometry, geometry
+from apexlm.apex.arch import act_of, find_layers, proj_of
 
 KINDS = ("attn", "ffn")
 
@@ -28,13 +29,13 @@ class _Recorder:
     def __init__(self, model: nn.Module, geo: Geometry) -> None:
         self.geo = geo
         self.mask: torch.Tensor | None = None                                  # (B, T) bool
-        layers = decoder_layers(model)
+        layers = find_layers(model)
         self.sq = {"attn": [torch.zeros(geo.n_kv, dtype=torch.float64) for _ in layers],
                    "ffn": [torch.zeros(geo.d_ff, dtype=torch.float64) for _ in layers]}
         self.handles = []
         for i, layer in enumerate(layers):
-            self.handles.append(layer.self_attn.o_proj.register_forward_pre_hook(self._attn(i)))
-            self.handles.append(layer.mlp.gate_proj.register_forward_hook(self._ffn(i, layer.mlp.act_fn)))
+            self.handles.append(proj_of(layer, "o").register_forward_pre_hook(self._attn(i)))
+            self.handles.append(proj_of(layer, "gate").register_forward_hook(self._ffn(i, act_of(layer))))
 
     def _masked_sq(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, U, D) → (U,) sum of squares over non-padding tokens and D, float64 on CPU."""

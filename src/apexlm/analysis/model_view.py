@@ -2,7 +2,8 @@
 
 Works on a plain Hugging Face model, on a model that APEX has wrapped (a wrapper's `effective()` weight is
 what it applies), and on a peft model (adapters merged into a copy of each layer, so DoRA and PiSSA are
-right too). Nothing here changes the model.
+right too). Nothing here changes the model. Where the layers and projections are and how the head geometry
+is read is apex.arch's knowledge; this module adds only the applied weights and APEX's unit reordering.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# The matrices whose effective rank is reported (apex-spec §8 suggestion) → (sub-module, attribute).
-MATRICES: dict[str, tuple[str, str]] = {
-    "v": ("self_attn", "v_proj"),
-    "o": ("self_attn", "o_proj"),
-    "gate": ("mlp", "gate_proj"),
-    "up": ("mlp", "up_proj"),
-    "down": ("mlp", "down_proj"),
-}
+from apexlm.apex.arch import ffn_width, find_layers, proj_of, read_heads
+
+# The matrices whose effective rank is reported (apex-spec §8 suggestion); where each lives: `arch.PROJ`.
+MATRICES: tuple[str, ...] = ("v", "o", "gate", "up", "down")
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Head layout: H query heads in G KV groups of rep = H/G heads of size d_h; FFN width d_ff."""
+    """Head layout: H query heads in G KV groups of rep = H/G heads of size d_h; FFN width d_ff.
+
+    A model-free value (no layers held), so a snapshot's layout can be kept and serialised; read by
+    `geometry` through apex.arch's readers.
+    """
 
     n_layers: int
     n_heads: int
@@ -39,31 +40,10 @@ class Geometry:
         return self.n_heads // self.n_kv
 
 
-def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The decoder layers: the first ModuleList named `…layers` whose items have self_attn and mlp."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers" and len(module) > 0:
-            first = module[0]
-            if hasattr(first, "self_attn") and hasattr(first, "mlp"):
-                return list(module)
-    raise ValueError("analysis needs a LLaMA-style decoder (model.layers[i].self_attn / .mlp); none found")
-
-
-def module_at(layer: nn.Module, name: str) -> nn.Module:
-    """Layer's projection `name` (a key of MATRICES, or "q"/"k"), plain or wrapped."""
-    sub, attr = MATRICES.get(name, ("self_attn", f"{name}_proj"))
-    return getattr(getattr(layer, sub), attr)
-
-
 def geometry(model: nn.Module) -> Geometry:
-    """Read the head geometry from the model config (any wrapper that forwards `.config` works)."""
-    cfg = model.config
-    n_heads = int(cfg.num_attention_heads)
-    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
-    layers = decoder_layers(model)
-    d_ff = int(current_weight(module_at(layers[0], "gate")).shape[0])
-    return Geometry(len(layers), n_heads, n_kv, head_dim, d_ff)
+    """The head geometry of `model` (any wrapper that forwards `.config` works), without changing it."""
+    layers = find_layers(model)
+    return Geometry(len(layers), *read_heads(model.config), ffn_width(layers[0]))
 
 
 @torch.no_grad()
@@ -84,10 +64,10 @@ def layer_weights(model: nn.Module, device: torch.device | str | None = "cpu"
 
     Always copies: the result never aliases a live parameter (a base snapshot must not train along).
     """
-    layers = decoder_layers(model)
+    layers = find_layers(model)
     out: dict[str, list[torch.Tensor]] = {}
     for name in MATRICES:
-        out[name] = [current_weight(module_at(layer, name)).to(device, copy=True) for layer in layers]
+        out[name] = [current_weight(proj_of(layer, name)).to(device, copy=True) for layer in layers]
     return out
 
 

@@ -89,6 +89,8 @@ def test_report_numbers(tree: Path, tmp_path: Path) -> None:
     # seed 1: between (600, 14) and (850, 10) -> 725; seed 2: between (850, 13) and (1100, 10) -> 933.3
     assert sorted(r.reached) == [pytest.approx(725.0), pytest.approx(850 + 250 / 3)]
     assert r.ratio == pytest.approx((725.0 + 850 + 250 / 3) / 2 / 1000)
+    assert r.step_ratio == pytest.approx((625.0 + 750 + 250 / 3) / 2 / 1000)  # 100 assessment tokens out
+    assert data["reach"][apex]["step_ratio"] == pytest.approx(r.step_ratio)
     assert rep.reach["apex_it mixer_arm=x1_restart"].reached == []
 
     assert [f.variant for f in rep.failures] == [apex] and rep.failures[0].seed == 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apexlm.analysis.report_collect import Run
 
@@ -104,6 +104,15 @@ class Reach:
     target: float                    # the control's mean final val ppl
     control_tokens: float            # the control's mean tokens read
     per_run: dict[str, float | None]  # run dir -> tokens needed (None: not reached)
+    offsets: dict[str, float] = field(default_factory=dict)  # run dir -> assessment-pass tokens within them
+
+    @property
+    def step_ratio(self) -> float:
+        """`ratio` counting only optimizer-step tokens (the assessment pass left out): the paper's reading."""
+        steps = [t - self.offsets.get(k, 0.0) for k, t in self.per_run.items() if t is not None]
+        if not steps or not self.control_tokens:
+            return NAN
+        return statistics.fmean(steps) / self.control_tokens
 
     @property
     def reached(self) -> list[float]:
@@ -128,7 +137,8 @@ def reach(variant: Sequence[Run], control: Sequence[Run]) -> Reach:
     control_tokens = mean_std(r.tokens for r in control)[0]
     per_run = {str(r.path): (tokens_to_reach(r.curve, target) if math.isfinite(target) else None)
                for r in variant}
-    return Reach(target=target, control_tokens=control_tokens, per_run=per_run)
+    return Reach(target=target, control_tokens=control_tokens, per_run=per_run,
+                 offsets={str(r.path): r.token_offset for r in variant})
 
 
 def group(runs: Iterable[Run]) -> dict[str, list[Run]]:

@@ -141,7 +141,8 @@ def build_report(root: Path, out: Path | None = None, baseline: str | None = Non
         md += [f"## Tokens to reach `{baseline}`'s final perplexity ({tables.fmt(target)})", "",
                "First validation point at or below the target, linearly interpolated between validation points; "
                f"ratio = tokens needed / `{baseline}`'s mean tokens "
-               f"({tables.fmt(next(iter(reaches.values())).control_tokens, 6)}).", "",
+               f"({tables.fmt(next(iter(reaches.values())).control_tokens, 6)}); the step-tokens ratio leaves "
+               "APEX's stage-1 assessment pass out of the count.", "",
                *tables.reach_table(baseline, reaches), ""]
     if failures:
         md += ["## Failed jobs", "", *tables.failures_table(failures), ""]
@@ -192,7 +193,7 @@ def to_json(report: Report, groups: dict[str, list[Run]]) -> dict[str, Any]:
                             "pairs": {str(s): x for s, x in d.pairs.items()}} for v, d in rows.items()}
                     for c, rows in per.items()} for key, per in report.deltas.items()}
     reach_json = {v: {"target": _clean(r.target), "control_tokens": _clean(r.control_tokens),
-                      "ratio": _clean(r.ratio), "per_run": r.per_run} for v, r in report.reach.items()}
+                      "ratio": _clean(r.ratio), "step_ratio": _clean(r.step_ratio), "per_run": r.per_run} for v, r in report.reach.items()}
     return {"baseline": report.baseline, "controls": report.controls, "variants": variants, "deltas": deltas,
             "reach": reach_json, "failures": [{"run_dir": str(f.path), "variant": f.variant, "seed": f.seed,
                                                "kind": f.kind, "error": f.error} for f in report.failures]}

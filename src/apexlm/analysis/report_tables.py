@@ -87,14 +87,16 @@ def reach_table(baseline: str, rows_in: Mapping[str, Reach]) -> list[str]:
     """Tokens each variant needed to reach the baseline's mean final ppl, as a fraction of the baseline's tokens."""
     first = next(iter(rows_in.values()), None)
     target = fmt(first.target) if first else "—"
-    header = ["variant", "reached", f"tokens to ppl ≤ {target}", f"ratio of {baseline}'s tokens", "per run"]
+    header = ["variant", "reached", f"tokens to ppl ≤ {target}", f"ratio of {baseline}'s tokens",
+              "ratio, step tokens only", "per run"]
     rows = []
     for name, r in rows_in.items():
         n, k = len(r.per_run), len(r.reached)
         m, s, _ = mean_std(r.reached)
         per_run = ", ".join("not reached" if v is None else fmt(v, 3) for v in r.ratios.values())
         rows.append([name, f"{k}/{n}", fmt_ms(m, s, 6) if k else "not reached",
-                     fmt(r.ratio, 3) if k else "not reached", per_run])
+                     fmt(r.ratio, 3) if k else "not reached", fmt(r.step_ratio, 3) if k else "not reached",
+                     per_run])
     return table(header, rows)
 
 

@@ -34,9 +34,11 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 class CausalLMModule(L.LightningModule):
-    def __init__(self, model: nn.Module, method: Method, optim: Mapping[str, Any], total_steps: int):
+    def __init__(self, model: nn.Module, method: Method, optim: Mapping[str, Any], total_steps: int,
+                 base_params: int | None = None):
         super().__init__()
         self.model = model
+        self.base_params = base_params  # the plain model's parameter count: the budget's denominator
         self.method = method
         self.optim_cfg = dict(optim)
         self.total_steps = int(total_steps)
@@ -100,8 +102,10 @@ class CausalLMModule(L.LightningModule):
         # run in train mode (APEX records scores only then, gradient checkpointing is active only then).
         self.model.train()
         trainable, total = count_params(self.model)
+        base = self.base_params or total  # operators/adapters are extra: the fraction is of the plain model
         self.log_dict({"params/trainable": float(trainable), "params/total": float(total),
-                       "params/trainable_fraction": trainable / total}, rank_zero_only=True)
+                       "params/base": float(base), "params/trainable_fraction": trainable / base},
+                      rank_zero_only=True)
 
     # ---- checkpoint --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -52,6 +52,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     make_resumable(dm)  # data order = f(seed, epoch); the position in the epoch is checkpointed
     total_steps = total_steps_for(cfg, dm)
     method = build_method(cfg.method, seed=int(cfg.seed))
+    base_params = count_params(model)[1]  # before wrapping: trainable fractions are of the plain model
     if ckpt_path:  # no assessment pass: the checkpoint holds the method state (APEX: wrappers installed on load)
         model = prepare_for_resume(method, model, dm.train_dataloader())
     else:
@@ -59,7 +60,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     model.train()  # from_pretrained gives eval mode; Lightning keeps whatever mode it finds
     if count_params(model)[0] == 0:
         raise ConfigError("the method left no trainable parameters; check the method config")
-    module = CausalLMModule(model, method, cfg.optim, total_steps)
+    module = CausalLMModule(model, method, cfg.optim, total_steps, base_params=base_params)
 
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg.logger, run_dir, group=str(cfg.experiment_name), job_type=str(cfg.method.name),
@@ -84,10 +85,20 @@ def _final_val(trainer: L.Trainer, module: CausalLMModule, dm: Any) -> dict[str,
     return {k: float(v) for k, v in (res[0] if res else {}).items()}
 
 
+def budget_summary(raw: dict[str, Any], base_params: int | None) -> dict[str, Any]:
+    """A method's summary with the budget over the plain model's parameters (as `apexlm.budget` prints it);
+    the count during training (with operators / adapters) stays as `params_in_training`. Taken before
+    `finalize`, since fusing or merging drops the extra parameters and their trainable flags."""
+    if not base_params:
+        return raw
+    return {**raw, "params_in_training": raw["total_params"], "total_params": base_params,
+            "trainable_fraction": raw["trainable_params"] / base_params}
+
+
 def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLMModule, dm: Any,
             tokenizer: Any, stage_cb: StageCallback, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
     method = module.method
-    method_summary = method.summary(module.model)  # before finalize: fusing/merging drops the operators
+    method_summary = budget_summary(method.summary(module.model), module.base_params)  # before finalize
     module.model = method.finalize(module.model)  # plain HF model again (APEX fused, adapters merged)
     val = _final_val(trainer, module, dm)
     if cfg.get("export") and trainer.is_global_zero:

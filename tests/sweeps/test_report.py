@@ -32,7 +32,9 @@ def _run(root: Path, num: int, arm: str, seed: int, ppl: float, curve: list[tupl
         return d
     summary = {"method": "x", "experiment": "study", "seed": seed, "final_val_ppl": ppl,
                "final_val_loss": math.log(ppl), "tokens_seen": 1000, "train_time_s": 2.0,
-               "trainable_fraction": 0.5, "eval/exact_match": ppl / 100, **(extra or {})}
+               "trainable_fraction": 0.5, "eval/exact_match": ppl / 100,
+               "eval/exact_match/syllogism": ppl / 50, "eval/items/syllogism": 20, "eval/time_s/total": 1.5,
+               **(extra or {})}
     (d / "summary.json").write_text(json.dumps(summary))
     lines = ["step,train/loss,val/loss,val/ppl,val/tokens_seen"]
     for i, (tok, p) in enumerate(curve):
@@ -98,6 +100,9 @@ def test_report_numbers(tree: Path, tmp_path: Path) -> None:
     assert "model.hidden_size" not in md and "debug=fdr" not in md
     assert "−3" not in md and "-3" in md  # plain ASCII signs in numbers
     assert "variant − `full_restart_it`" in md and "not reached" in md and "boom" in md
+    # headline eval metrics in the tables; per-task scores in their own table; counts/timings only in JSON
+    assert "## Exact match per task" in md and "| syllogism |" in md and "eval/items" not in md
+    assert "eval/time_s" not in md and arm["eval/items/syllogism"]["mean"] == pytest.approx(20)
     for png in ("final_ppl.png", "val_ppl_vs_tokens.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -9,6 +9,7 @@ Std is the sample std (ddof = 1); with one run it is NaN and printed as such.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -156,10 +157,19 @@ def eval_keys(runs: Iterable[Run]) -> list[str]:
     return sorted(keys)
 
 
+def headline_eval_keys(keys: Iterable[str]) -> list[str]:
+    """The eval metrics a comparison is read on: macro exact match, MC accuracy, perplexity per split.
+    Per-task scores, item/token counts, losses and timings stay in report.json (per task: its own table)."""
+    return [k for k in keys if re.fullmatch(r"eval/(exact_match|mc_accuracy|ppl/[^/]+)", k)]
+
+
+def per_task_keys(keys: Iterable[str], name: str = "exact_match") -> list[str]:
+    """`eval/<name>/<task>` keys, i.e. the per-task breakdown of a macro metric."""
+    return [k for k in keys if k.startswith(f"eval/{name}/")]
+
+
 def natural_key(text: str) -> list[object]:
     """Sort key that orders 'x3' before 'x10' (digit runs compare as numbers)."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 

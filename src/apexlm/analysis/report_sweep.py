@@ -25,7 +25,8 @@ from typing import Any
 from apexlm.analysis import report_figures as figures
 from apexlm.analysis import report_tables as tables
 from apexlm.analysis.report_collect import Failure, Run, collect
-from apexlm.analysis.report_stats import Delta, Reach, delta, eval_keys, group, mean_std, metric, order_variants, reach
+from apexlm.analysis.report_stats import (Delta, Reach, delta, eval_keys, group, headline_eval_keys, mean_std,
+                                          metric, order_variants, per_task_keys, reach)
 
 DEFAULT_CONTROLS = ("full_it", "full_restart_it", "full_cpt", "full_restart_cpt")
 DELTA_METRICS = (("final_val_ppl", "final val ppl"), ("final_val_loss", "final val loss"))
@@ -121,7 +122,8 @@ def build_report(root: Path, out: Path | None = None, baseline: str | None = Non
     groups = group(runs)
     controls_present, baseline, notes = choose_controls(sorted(groups), controls, baseline)
     order = order_variants(groups, controls_present)
-    evals = eval_keys(runs)
+    all_evals = eval_keys(runs)
+    evals = headline_eval_keys(all_evals)
     metrics = [k for k, _ in DELTA_METRICS] + evals
     deltas = _deltas(groups, order, controls_present, metrics)
     reaches = {v: reach(groups[v], groups[baseline]) for v in order} if baseline else {}
@@ -129,6 +131,9 @@ def build_report(root: Path, out: Path | None = None, baseline: str | None = Non
     md = _header(root, runs, failures, order, controls_present, baseline, notes)
     failed = {f.variant: sum(g.variant == f.variant for g in failures) for f in failures}
     md += ["## Variants", "", *tables.variants_table(groups, order, evals, failed), ""]
+    tasks = per_task_keys(all_evals)
+    if tasks:
+        md += ["## Exact match per task", "", *tables.per_task_table(groups, order, tasks), ""]
     labels = dict(DELTA_METRICS) | {k: k for k in evals}
     if controls_present:
         md += ["## Deltas against the controls", ""]

@@ -67,6 +67,14 @@ def variants_table(groups: Mapping[str, Sequence[Run]], order: Sequence[str], ev
     return table(header, rows)
 
 
+def per_task_table(groups: Mapping[str, Sequence[Run]], order: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """One row per variant, one column per task (`eval/<metric>/<task>` keys): mean ± std over seeds."""
+    header = ["variant", *(k.rsplit("/", 1)[1] for k in keys)]
+    rows = [[name, *(fmt_ms(*mean_std(metric(r, k) for r in groups[name])[:2], 3) for k in keys)]
+            for name in order]
+    return table(header, rows)
+
+
 def _delta_cells(d: Delta) -> list[str]:
     pooled = f"{fmt(d.delta, sign=True)} (seed std {fmt(d.pooled_std, 3)})"
     if d.pairs:

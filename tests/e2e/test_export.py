@@ -53,7 +53,11 @@ def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Pa
     if "logits" in captured:
         ref = captured["logits"]
         assert ((got - ref).norm() / ref.norm()).item() <= 1e-5
-    assert summary["exported"] and 0 < summary["trainable_fraction"] <= 1.0
+    # a share of the plain model; APEX CPT trains every base weight *and* its operators, so it is just above 1
+    cap = 1.01 if experiment == "apex_cpt" else 1.0
+    assert summary["exported"] and 0 < summary["trainable_fraction"] <= cap
+    if experiment == "apex_cpt":
+        assert summary["trainable_fraction"] > 1.0 and summary["params_in_training"] > summary["total_params"]
     if experiment.startswith("apex"):
         expected = 3 if experiment == "apex_cpt" else 2
         assert summary["stages_completed"] == expected

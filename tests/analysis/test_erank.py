@@ -1,4 +1,4 @@
-"""Effective rank (apex-spec §8) on matrices whose answer is known."""
+"""Effective rank (method §8) on matrices whose answer is known."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage boundaries and the stage-aware LR curve (apex-spec §6)."""
+"""Stage boundaries and the stage-aware LR curve (method §6)."""
 
 from __future__ import annotations
 

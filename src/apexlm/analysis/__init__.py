@@ -1,4 +1,4 @@
-"""Analysis tools (apex-spec §8): effective rank, activation-magnitude distributions, P/N selection overlap.
+"""Analysis tools (method §8): effective rank, activation-magnitude distributions, P/N selection overlap.
 
 `Analyzer` (in `apexlm.analysis.analyzer`) runs them on a model against its base and writes JSON + PNG under a
 run's `analysis/` folder; `apexlm.callbacks.analytics.AnalyticsCallback` calls it during training.

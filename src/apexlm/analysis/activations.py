@@ -1,4 +1,4 @@
-"""Activation-magnitude distribution per layer for heads (KV groups) and FFN channels (apex-spec §8).
+"""Activation-magnitude distribution per layer for heads (KV groups) and FFN channels (method §8).
 
 A unit's magnitude is the L2 norm of its activations over the non-padding tokens of a fixed set of batches:
   head (KV group g): the o_proj input (B, T, H·d_h) viewed as (B, T, G, rep·d_h), norm over tokens and the

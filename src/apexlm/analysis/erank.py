@@ -1,4 +1,4 @@
-"""Effective rank of a matrix (apex-spec §8, Roy & Vetterli 2007).
+"""Effective rank of a matrix (method §8, Roy & Vetterli 2007).
 
 erank(W) = exp(H(p)), p_i = σ_i / Σ_j σ_j, H(p) = −Σ p_i ln p_i, over the singular values σ of W.
 It lies in [1, min(m, n)] and counts how many directions carry the matrix's "energy": the identity of size

@@ -16,7 +16,7 @@ from torch import nn
 
 from apexlm.apex.arch import ffn_width, find_layers, proj_of, read_heads
 
-# The matrices whose effective rank is reported (apex-spec §8 suggestion); where each lives: `arch.PROJ`.
+# The matrices whose effective rank is reported (method §8 suggestion); where each lives: `arch.PROJ`.
 MATRICES: tuple[str, ...] = ("v", "o", "gate", "up", "down")
 
 

@@ -1,7 +1,7 @@
 """Numbers of the sweep report: per-variant means and seed spreads, deltas against controls, tokens-to-target.
 
 Why these: at the sizes this project runs, APEX-minus-baseline differences are often smaller than the
-seed-to-seed spread (apex-pitfalls.md), so every delta is printed beside the pooled seed std of the two arms,
+seed-to-seed spread (docs/results.md), so every delta is printed beside the pooled seed std of the two arms,
 and beside the paired-by-seed delta (same seed = same data order and init, which removes part of the noise).
 Std is the sample std (ddof = 1); with one run it is NaN and printed as such.
 """

@@ -1,7 +1,7 @@
 """Markdown of the sweep report: the per-variant table, the deltas against each control, tokens-to-target.
 
 Kept apart from the numbers (`report_stats`) so that the same numbers can go to JSON, and the layout can change
-without touching the statistics. Every delta is printed with the seed spread beside it (apex-pitfalls.md).
+without touching the statistics. Every delta is printed with the seed spread beside it (docs/results.md).
 """
 
 from __future__ import annotations

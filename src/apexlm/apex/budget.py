@@ -1,4 +1,4 @@
-"""Parameter counting and meta-device budget dry-runs (spec §5).
+"""Meta-device budget dry-runs (spec §5).
 
 `apex_budget` builds the model on the meta device (no memory), expands it with APEX (selection from
 empty scores, i.e. seeded tie-breaks: sizes do not depend on which units are chosen) and counts.
@@ -9,20 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts, each shared tensor (tied embeddings, shared operators) once."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
+from apexlm.apex.params import count_params
 
 
 def apex_budget(hf_config: Any, cfg: Any) -> dict[str, Any]:

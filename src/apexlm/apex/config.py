@@ -1,6 +1,6 @@
 """APEX hyper-parameters (`ApexConfig`) and their validation.
 
-Names follow `apex-spec.md`: `k_ratio` is the fraction of a layer's units in P and in N each (§1–§2; the
+Names follow docs/method.md: `k_ratio` is the fraction of a layer's units in P and in N each (§1–§2; the
 official `v_ratio`/`u_ratio` are 2·k_ratio), `tuned_*_ratio` the fraction in N∪P∪E (§2), `operator` the
 mixer of §3.1 (or an ablation), `finetune_qk` the q/k s2 deltas of §3.6, `train_embeddings` and
 `base_trainable` the trainable sets of §5 (instruction tuning) and §10.9 (continued pre-training).

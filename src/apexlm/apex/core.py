@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from apexlm.apex.arch import inspect_model
-from apexlm.apex.budget import count_params
+from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.fuse import fold_all, fuse_all
 from apexlm.apex.optim import build_param_groups, optimizer_params, reset_state

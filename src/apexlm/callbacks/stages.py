@@ -1,4 +1,4 @@
-"""Stage callback: acts at stage boundaries from `on_train_batch_end` (apex-spec §6).
+"""Stage callback: acts at stage boundaries from `on_train_batch_end` (method §6).
 
 It fires once per boundary, right after the optimizer step that completes the boundary step (gradient
 accumulation aware: `trainer.global_step` counts optimizer steps, so micro-batches of the next accumulation

@@ -50,7 +50,7 @@ class ApexMethod(Method):
 
     @torch.no_grad()
     def _assess(self, model: nn.Module, batches: Iterable[dict], n_samples: int) -> None:
-        """Stage-1 scores from a no-grad pass over training examples (apex-spec §1, 'when scores are collected')."""
+        """Stage-1 scores from a no-grad pass over training examples (method §1, 'when scores are collected')."""
         was_training = model.training
         model.eval()
         seen = 0

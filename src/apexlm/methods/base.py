@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from apexlm.apex.budget import count_params  # noqa: F401 - re-exported for the methods
+from apexlm.apex.params import count_params  # noqa: F401 - re-exported for the methods
 
 NO_DECAY_KEYS = ("norm", "bias")
 

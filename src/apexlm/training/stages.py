@@ -1,4 +1,4 @@
-"""Stage boundaries and the stage-aware learning-rate curve (apex-spec §6).
+"""Stage boundaries and the stage-aware learning-rate curve (method §6).
 
 Every method can run in stages: APEX fuses and reselects at each boundary, HFT redraws its trainable half, and
 the restart-only control of a baseline does nothing but the schedule. Keeping the boundaries and the LR curve in

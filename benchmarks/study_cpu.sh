@@ -2,7 +2,8 @@
 # The CPU reproduction study (docs/results.md): continued pre-training and instruction tuning of the tiny base,
 # 3 seeds per arm, each study one Hydra multirun + the sweep report. Starts from its own tiny base,
 # data/base/tiny_study: experiment=pretrain_tiny at BASE_STEPS=600 (1.23M tokens, val ppl 142; built here
-# when missing, ~13 min on 2 cores) — longer than make train's base, so that the curves are not noise.
+# when missing: ~12.5 min at the ~1,700 tok/s pretrain_tiny measures on 2 cores) — longer than make train's
+# base, so that the curves are not noise.
 #   CPT arms: vanilla (full_cpt), restart-only control (full_restart_cpt), APEX official (mixer LR x1, restarts),
 #             APEX with mixer LR x30 (restarts).
 #   IT arms:  full, LoRA (r matched to low-budget APEX), HFT, APEX (official IT knobs), low-budget APEX, S2-only.

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def arch_config(model_cfg: DictConfig, vocab_size: int = 8192) -> PretrainedConfig:
-    """The architecture of a `model` config: its `arch` block, the tiny sizes, or a local dir's config.json."""
+    """A `model` config's architecture: its `arch` block, the tiny sizes, or a local dir's config.json."""
     if model_cfg.get("arch"):
         arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
         return AutoConfig.for_model(arch.pop("model_type"), **arch)
@@ -77,27 +77,25 @@ def matched_lora_rank(target: int, overrides: list[str]) -> int:
 
 
 def print_pairs(model_overrides: list[str]) -> None:
-    rows: list[tuple[str, str, dict[str, Any]]] = []
-    for pair, arms in PAIRS.items():
-        for arm in arms:
-            rows.append((pair, arm, compose_budget([arm, *model_overrides])))
-    low_apex = next(r for p, a, r in rows if p == "low" and "apex" in a)
+    groups = {pair: [(arm, compose_budget([arm, *model_overrides])) for arm in arms]
+              for pair, arms in PAIRS.items()}
+    low_apex = groups["low"][0][1]["trainable_params"]  # the low pair's first arm is the APEX one
     lora_args = ["experiment=lora_it", *model_overrides]
-    rank = matched_lora_rank(low_apex["trainable_params"], lora_args)
-    rows.append(("low", f"experiment=lora_it method.r={rank}", compose_budget([*lora_args, f"method.r={rank}"])))
-    total = rows[0][2]["model_params"]
+    rank = matched_lora_rank(low_apex, lora_args)
+    solved = compose_budget([*lora_args, f"method.r={rank}"])
+    groups["low"].append((f"experiment=lora_it method.r={rank}", solved))
+    total = solved["model_params"]
     print(f"matched budgets, {' '.join(model_overrides) or 'default model'} ({total:,} parameters)")
     print(f"{'pair':<6}{'arm':<40}{'trainable':>14}{'fraction':>10}{'x first':>9}")
-    for pair in PAIRS:
-        group = [(a, r) for p, a, r in rows if p == pair]
+    for pair, group in groups.items():
         first = group[0][1]["trainable_params"]
         for arm, r in group:
             print(f"{pair:<6}{arm:<40}{r['trainable_params']:>14,}{r['trainable_fraction']:>10.4f}"
                   f"{r['trainable_params'] / first:>9.3f}")
-    for pair in PAIRS:
-        a, b = [r["trainable_params"] for p, _, r in rows if p == pair][:2]
-        print(f"pair_match[{pair}]={_match(a, b):.4f}")
-    print(f"pair_match[low_r{rank}]={_match(low_apex['trainable_params'], rows[-1][2]['trainable_params']):.4f}")
+    for pair, group in groups.items():
+        (_, a), (_, b) = group[:2]
+        print(f"pair_match[{pair}]={_match(a['trainable_params'], b['trainable_params']):.4f}")
+    print(f"pair_match[low_r{rank}]={_match(low_apex, solved['trainable_params']):.4f}")
 
 
 def _match(a: int, b: int) -> float:
@@ -109,7 +107,8 @@ def print_all(overrides: list[str]) -> None:
     methods = sorted(p.stem for p in (ROOT / "configs" / "method").glob("*.yaml"))
     for name in methods:
         r = compose_budget([*overrides, f"method={name}"])
-        print(f"{name:<8}{r['trainable_params']:>16,} / {r['model_params']:,}  trainable_fraction={r['trainable_fraction']:.4f}")
+        print(f"{name:<8}{r['trainable_params']:>16,} / {r['model_params']:,}  "
+              f"trainable_fraction={r['trainable_fraction']:.4f}")
 
 
 def main(argv: list[str]) -> int:

@@ -70,6 +70,11 @@ def _train_step(model, opt, inputs):
     model.eval()
 
 
+def _fresh(state) -> bool:
+    """No state, or a state reset in place (every tensor zero, step 0): Adam computes the same update."""
+    return not state or all(not torch.is_tensor(v) or not bool(v.any()) for v in state.values())
+
+
 def test_restage_resets_operator_state_and_permutes_base_state():
     inputs = batch()
     model = llama(64, 2, 8, 4, 97)
@@ -81,7 +86,8 @@ def test_restage_resets_operator_state_and_permutes_base_state():
     ids_before = apex.unit_ids["ffn"][0].clone()
     avg_before = opt.state[up]["exp_avg"].clone()
     apex.restage(opt, reset_base_state=False)
-    assert all(p not in opt.state for p in apex.operator_parameters())
+    assert all(_fresh(opt.state.get(p)) for p in apex.operator_parameters())
+    assert not all(_fresh(opt.state.get(p)) for p in opt.state)    # the base moments were kept
     ids_after = apex.unit_ids["ffn"][0]
     # row j now holds the unit that was at the position where its original id used to be
     pos_before = {int(u): j for j, u in enumerate(ids_before)}
@@ -89,7 +95,7 @@ def test_restage_resets_operator_state_and_permutes_base_state():
     assert torch.equal(opt.state[up]["exp_avg"], avg_before[src])
     _train_step(model, opt, inputs)                             # training continues
     apex.restage(opt, reset_base_state=True)
-    assert len(opt.state) == 0
+    assert all(_fresh(s) for s in opt.state.values())
 
 
 def test_training_then_fuse_preserves_function():

@@ -2,17 +2,18 @@
 
     apex = Apex(model, ApexConfig())        # installs the score recorders (§1)
     with apex.assessing(): model(...)       # stage-1 assessment pass (eval / no-grad forwards count)
-    apex.expand()                           # select, permute, wrap: function-preserving (§2, §3)
+    apex.expand()                           # wrap (identity), select, permute: function-preserving (§2, §3)
     ... train; at each stage boundary: apex.restage(optimizer)   # fold → reselect → permute (§6)
     apex.fuse()                             # plain HF model again, same Parameter objects (§4)
 
-Everything happens in place: no model rebuild, no new Parameter objects for the base weights.
+Everything happens in place: no model rebuild, no new Parameter objects for the base weights. `install()`
+(wrappers at an identity layout) may run before the model is sharded (FSDP2); selections, stage transitions
+and the final fold then work one decoder layer at a time on gathered weights (`apexlm.apex.sharded`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +23,12 @@ from torch import nn
 from apexlm.apex.arch import inspect_model
 from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
-from apexlm.apex.fuse import fold_all, fuse_all
-from apexlm.apex.optim import build_param_groups, optimizer_params, reset_state
-from apexlm.apex.permute import permute_optimizer_state
+from apexlm.apex.fuse import fuse_all
+from apexlm.apex.optim import build_param_groups
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
-from apexlm.apex.stage import Sets, overlap_metrics, select_and_permute, size_summary
+from apexlm.apex.sharded import fold_in_place, gathered, model_is_sharded, transition
+from apexlm.apex.stage import Sets, size_summary
 from apexlm.apex.wrap import LayerOps, operator_params, set_trainable, wrap_layer
 
 STATE_VERSION = 1
@@ -43,7 +44,9 @@ class Apex:
         self.recorder = ScoreRecorder(self.arch, self.cfg.scoring, self.cfg.k_ratio)
         self.recorder.attach()
         self.stage = 0
-        self.expanded = False
+        self.installed = False   # wrappers are in the model (identity layout until the first selection)
+        self.expanded = False    # the first selection was made
+        self._init_gen: torch.Generator | None = None  # generator state before install's operator draws
         self.ops: list[LayerOps] = []
         self.plans: dict[str, list[UnitPlan]] | None = None
         self.low_budget_layers: list[int] | None = None
@@ -91,51 +94,68 @@ class Apex:
                     for i in range(self.arch.n_layers)]
         set_trainable(self.model, self.cfg, self.operator_parameters())
         self.recorder.attach()                          # o_proj may be a wrapper now (pitfall 3)
-        self.expanded = True
+        self.installed = True
+
+    def install(self) -> None:
+        """Put the wrappers in at the current layout with the operators at the identity (no selection yet).
+
+        Sizes depend only on the ratios (§2), so this may run before the model is sharded; the first
+        `expand()` is then a pure transition. Operator inits are drawn here, in the order `expand` always drew
+        them; an init that is not the identity (`noise`) is zeroed until `expand` redraws it, so the
+        assessment pass sees the plain model's function.
+        """
+        if self.installed:
+            return
+        self._init_gen = torch.Generator().set_state(self._gen.get_state())
+        self._wrap()
+        if self.cfg.init == "noise":
+            for ops in self.ops:
+                for group in ops.groups.values():
+                    for p in group.mixer.parameters():
+                        p.data.zero_()
+
+    def _redraw_noise(self) -> None:
+        """Restore the `noise` operator inits zeroed by `install` (same draws, same generator state after)."""
+        if self.cfg.init != "noise" or self._init_gen is None:
+            return
+        after = self._gen.get_state()
+        self._gen.set_state(self._init_gen.get_state())
+        for i, ops in enumerate(self.ops):
+            with gathered(self.arch.layers[i]):
+                for name in ("attn", "ffn"):
+                    if name in ops.groups:
+                        ops.groups[name].mixer.reset_(self._gen)
+        if not torch.equal(self._gen.get_state(), after):
+            raise RuntimeError("APEX operator redraw did not reproduce the install-time draws")
 
     def expand(self, scores: dict[str, list[torch.Tensor]] | None = None) -> dict[str, Any]:
-        """Select P/N/E from `scores` (default: the recorded ones), permute and wrap (§2, §3).
+        """Select P/N/E from `scores` (default: the recorded ones, all-reduced) and permute (§2, §3).
 
-        Function-preserving. The recorders are zeroed afterwards (their positions refer to the old layout).
+        Installs the wrappers first unless `install()` ran. Function-preserving. The recorders are zeroed
+        afterwards (their positions refer to the old layout).
         """
         if self.expanded:
             raise RuntimeError("Apex.expand() was already called: use restage() at stage boundaries")
-        t0 = time.perf_counter()
-        plans = self._make_plans()
-        scores = self.scores if scores is None else scores
-        _, self.sets = select_and_permute(self.arch, self.cfg, scores, plans, self.unit_ids, self.stage)
-        self._wrap()
-        self.recorder.zero()
-        return {"stage": self.stage, "transition_time_s": time.perf_counter() - t0, **size_summary(plans)}
+        self.install()
+        out = transition(self, fold=False, scores=scores)
+        self._redraw_noise()
+        self.expanded = True
+        return out
 
     def restage(self, optimizer: torch.optim.Optimizer | None = None, reset_base_state: bool = True
                 ) -> dict[str, Any]:
-        """Stage boundary, in place (§6).
+        """Stage boundary, in place, one layer at a time (§6; sharded weights too, `apexlm.apex.sharded`).
 
-        fold → reselect from this stage's scores → permute → operators at identity → clear the operators'
-        optimizer state (and every param's when `reset_base_state`, else permute the base params' Adam
-        moments like the weights) → zero the recorders. Returns stage metrics (time, how many parameters'
-        Adam states were dropped, P/N Jaccard overlap with the previous stage in original unit ids, sizes).
+        fold → reselect from this stage's scores → permute → operators at identity → fresh optimizer state
+        for the operators (and every param's when `reset_base_state`, else the base params' Adam moments are
+        permuted like the weights) → zero the recorders. Returns stage metrics (time, how many parameters'
+        Adam states were reset, P/N Jaccard overlap with the previous stage in original unit ids, sizes).
         """
         if not self.expanded:
             raise RuntimeError("Apex.restage() needs an expanded model: call expand() first")
-        t0 = time.perf_counter()
-        fold_all(self.ops, self._gen)                   # operators are identity from here (pitfall 1)
-        prev = self.sets
-        specs, self.sets = select_and_permute(self.arch, self.cfg, self.scores, self._make_plans(),
-                                              self.unit_ids, self.stage + 1)
-        dropped = 0  # parameters whose Adam state was dropped
-        if optimizer is not None:
-            if reset_base_state:
-                dropped = reset_state(optimizer, optimizer_params(optimizer))
-            else:
-                permute_optimizer_state(optimizer, specs)
-                dropped = reset_state(optimizer, self.operator_parameters())
-        self.recorder.zero()
+        out = transition(self, fold=True, optimizer=optimizer, reset_base_state=reset_base_state)
         self.stage += 1
-        return {"stage": self.stage, "transition_time_s": time.perf_counter() - t0,
-                "optimizer_states_reset": dropped,
-                **overlap_metrics(prev, self.sets), **size_summary(self._make_plans())}
+        return out
 
     def fuse(self) -> None:
         """Fold everything and replace the wrappers by nn.Linear holding the same weight Parameters (§4).
@@ -145,9 +165,12 @@ class Apex:
         """
         if not self.expanded:
             return
+        if model_is_sharded(self.model):   # fold layer by layer in place; the wrappers stay, at identity
+            fold_in_place(self)
+            return
         fuse_all(self.arch, self.ops, self._gen)
         self.ops = []
-        self.expanded = False
+        self.expanded = self.installed = False
         self.recorder.attach()
 
     def close(self) -> None:
@@ -189,7 +212,8 @@ class Apex:
                 "sets": self.sets, "recorder": self.recorder.state_dict(), "rng": self._gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`; if it was expanded, re-install the wrappers WITHOUT permuting.
+        """Restore a `state_dict()`; if it was expanded, install the wrappers WITHOUT permuting (unless
+        `install()` already put them in: a sharded model, whose checkpoint loads before this).
 
         Call on a fresh Apex, then load the model checkpoint (it holds the permuted weights and the
         operator parameters): `apex.load_state_dict(s); model.load_state_dict(ckpt)`.
@@ -204,5 +228,7 @@ class Apex:
         self.sets = state["sets"]
         self.recorder.load_state_dict(state["recorder"])
         if state["expanded"]:
-            self._wrap()
+            if not self.installed:
+                self._wrap()
+            self.expanded = True
         self._gen.set_state(state["rng"])  # after _wrap, which draws operator inits from it

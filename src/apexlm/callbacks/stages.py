@@ -37,8 +37,8 @@ class StageCallback(L.Callback):
         # parameters whose Adam state was dropped at this boundary, by the method (APEX's restage) or here
         metrics["optimizer_states_reset"] = float(metrics.get("optimizer_states_reset", 0))
         if method.optimizer_reset and opt is not None:
-            metrics["optimizer_states_reset"] += len(opt.state)
-            opt.state.clear()
+            if not metrics["optimizer_states_reset"]:  # APEX's restage already reset every state
+                metrics["optimizer_states_reset"] += method.clear_optimizer_state(opt)
             self.resets += 1
         self.done.append(step)
         metrics["transition_s"] = time.perf_counter() - t0

@@ -1,7 +1,9 @@
 """APEX as a training method: the library (`apexlm.apex`) behind the method contract.
 
-prepare: install recorders, score units with an assessment pass over `assess_samples` training examples (no
-grad, as the official stage-1 pass), then expand (select P/N/E, permute, wrap; function-preserving).
+prepare: install recorders and the wrappers at an identity layout (before any sharding). start (inside fit, on
+the training devices): score units with an assessment pass over `assess_samples` training examples (no grad,
+as the official stage-1 pass; each rank its own shard), then the first selection (select P/N/E, permute;
+function-preserving).
 on_stage_end: in-place transition (fold -> reselect from this stage's scores -> permute -> operators to
 identity -> their optimizer state cleared). finalize: fuse into a plain HF model.
 """
@@ -36,34 +38,48 @@ class ApexMethod(Method):
         self.assess_tokens = 0
 
     def prepare(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> nn.Module:
+        """Recorders and the wrappers at an identity layout (sizes from the ratios only, method §2): nothing
+        depends on data yet, so this runs before sharding; `start` assesses and selects inside `fit`."""
         self.apex = Apex(model, self.apex_cfg)
-        n_samples = int(self.cfg.get("assess_samples", 0) or 0)
-        if n_samples > 0 and assess_batches is not None:
-            self._assess(model, assess_batches, n_samples)
-        self.apex.expand()
+        self.apex.install()
         return model
 
     def prepare_for_resume(self, model: nn.Module) -> nn.Module:
-        """Recorders only: the checkpoint's method state re-installs the wrappers before the weights load."""
-        self.apex = Apex(model, self.apex_cfg)
-        return model
+        """As `prepare`: the checkpoint (weights, then the method state) fills the installed wrappers."""
+        return self.prepare(model)
+
+    def start(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> dict[str, Any]:
+        """Stage-1 assessment over `assess_samples` examples in all, each rank its own shard, then the first
+        selection (scores all-reduced once; select -> permute is function-preserving on identity wrappers)."""
+        n_samples = int(self.cfg.get("assess_samples", 0) or 0)
+        if n_samples > 0 and assess_batches is not None:
+            self._assess(model, assess_batches, n_samples)
+        return self.apex.expand()
 
     @torch.no_grad()
     def _assess(self, model: nn.Module, batches: Iterable[dict], n_samples: int) -> None:
-        """Stage-1 scores from a no-grad pass over training examples (method §1, 'when scores are collected')."""
+        """No-grad forwards over this rank's batches until the ranks together saw `n_samples` (method §1, 'when
+        scores are collected'). Every rank makes the same number of forwards (sharded forwards are collectives)."""
+        dist = torch.distributed
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         was_training = model.training
         model.eval()
-        seen = 0
+        seen, tokens = 0, 0
         device = next(model.parameters()).device
         with self.apex.assessing():
             for batch in batches:
                 ids = batch["input_ids"].to(device)
                 mask = batch["attention_mask"].to(device)
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
-                seen += ids.size(0)
-                self.assess_tokens += int(mask.sum())
+                seen += ids.size(0) * world
+                tokens += int(mask.sum())
                 if seen >= n_samples:
                     break
+        if world > 1:
+            total = torch.tensor([tokens], dtype=torch.long, device=device)
+            dist.all_reduce(total)
+            tokens = int(total.item())
+        self.assess_tokens += tokens
         model.train(was_training)
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -58,6 +58,12 @@ class Method:
         """Set requires_grad / wrap modules; may return a new top-level module (peft does)."""
         return model
 
+    def start(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> dict[str, Any]:
+        """Runs inside `fit` on the training devices, after sharding, before the first step of a fresh run
+        (not on resume). Every rank calls it (a sharded forward is a collective). APEX: the stage-1
+        assessment over this rank's data shard and the first selection. Returns metrics to log."""
+        return {}
+
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         return decay_groups(model.named_parameters(), lr, weight_decay)
 
@@ -85,6 +91,13 @@ class Method:
         """Called at each boundary before the generic optimizer reset. Returns metrics to log."""
         self.stage += 1
         return {}
+
+    def clear_optimizer_state(self, optimizer: torch.optim.Optimizer) -> int:
+        """Fresh Adam state for every parameter, in place (moments and step zeroed; the same update as a popped
+        state, and a sharded checkpoint keeps an entry per parameter). Returns how many had state."""
+        from apexlm.apex.sharded import all_params, reset_state_
+
+        return reset_state_(optimizer, all_params(optimizer))
 
     def on_before_optimizer_step(self, model: nn.Module) -> None:
         """Called once gradients are accumulated, before clipping and the step (gradient masks go here)."""

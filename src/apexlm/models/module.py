@@ -80,6 +80,7 @@ class CausalLMModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss.clamp(max=30)), sync_dist=False)
         self.log("val/tokens_seen", float(self.tokens_seen), sync_dist=False)
+        self._reshard()
 
     # ---- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -97,9 +98,32 @@ class CausalLMModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.on_before_optimizer_step(self.model)
 
+    def configure_model(self) -> None:
+        """FSDP2 (`trainer=fsdp`): shard once the process group exists, one unit per decoder layer + the root.
+
+        Lightning's ModelParallelStrategy calls this (again for `validate`: `shard_model` is idempotent); other
+        strategies have no `data_parallel_mesh` and leave the model as it is.
+        """
+        mesh = getattr(self.trainer.strategy, "data_parallel_mesh", None) if self._trainer is not None else None
+        if mesh is not None:
+            from apexlm.models.sharding import shard_model
+
+            shard_model(self.model, mesh, getattr(self.trainer.strategy, "mp_policy", None))
+
+    def _reshard(self) -> None:
+        """After no-grad forwards on a sharded model: back to shards (see `apexlm.models.sharding.reshard_all`)."""
+        from apexlm.models.sharding import is_fsdp, reshard_all
+
+        if is_fsdp(self.model):
+            reshard_all(self.model)
+
     def on_train_start(self) -> None:
         # HF `from_pretrained` returns eval-mode models and Lightning keeps the mode it finds; training must
         # run in train mode (APEX records scores only then, gradient checkpointing is active only then).
+        if not self.trainer.ckpt_path:  # fresh run: the method's start (APEX: assessment + first selection)
+            dm = self.trainer.datamodule
+            self.method.start(self.model, dm.train_dataloader() if dm is not None else None)
+            self._reshard()
         self.model.train()
         trainable, total = count_params(self.model)
         base = self.base_params or total  # operators/adapters are extra: the fraction is of the plain model

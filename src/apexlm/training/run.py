@@ -55,8 +55,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     base_params = count_params(model)[1]  # before wrapping: trainable fractions are of the plain model
     if ckpt_path:  # no assessment pass: the checkpoint holds the method state (APEX: wrappers installed on load)
         model = prepare_for_resume(method, model, dm.train_dataloader())
-    else:
-        model = method.prepare(model, assess_batches=dm.train_dataloader())
+    else:  # the stage-1 assessment runs inside fit, on the training devices (method.start)
+        model = method.prepare(model)
     model.train()  # from_pretrained gives eval mode; Lightning keeps whatever mode it finds
     if count_params(model)[0] == 0:
         raise ConfigError("the method left no trainable parameters; check the method config")

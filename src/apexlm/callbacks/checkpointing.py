@@ -52,7 +52,7 @@ def resolve_ckpt_path(cfg: Mapping[str, Any]) -> str | None:
                               "callbacks.checkpoint.enabled=true first or give ckpt_path=<file.ckpt>")
         return str(found[-1])
     path = Path(str(value)).expanduser()
-    if not path.is_file():
+    if not (path.is_file() or (path / "meta.pt").is_file()):  # a file, or an FSDP2 distributed-checkpoint dir
         raise ConfigError(f"ckpt_path={value} is not a checkpoint file; give an existing .ckpt or ckpt_path=last")
     return str(path)
 

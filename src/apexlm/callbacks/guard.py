@@ -56,7 +56,9 @@ class NumericalGuard(L.Callback):
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         flags = [torch.ones((), dtype=torch.bool, device=pl_module.device) if loss_ok is None else loss_ok]
         if grads and not str(trainer.precision).startswith("16"):
-            flags.append(torch.isfinite(torch.nn.utils.get_total_norm(grads)).to(flags[0].device))
+            norm = torch.nn.utils.get_total_norm(grads)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor (partial)
+            flags.append(torch.isfinite(norm).to(flags[0].device))
         ok = torch.stack(flags).tolist()  # one device sync per optimizer step
         bad_loss, bad_grad = not ok[0], len(ok) > 1 and not ok[1]
         bad = bad_loss or bad_grad

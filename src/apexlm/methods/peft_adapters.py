@@ -114,7 +114,14 @@ class PeftAdapterMethod(Method):
 
     # ---- export ------------------------------------------------------------------------------------
     def finalize(self, model: nn.Module) -> nn.Module:
-        """Merge the adapters into the base weights; returns the plain HF model (the original's keys)."""
+        """Merge the adapters into the base weights; returns the plain HF model (the original's keys).
+
+        A sharded (FSDP2) model is returned as it is: its export merges on a gathered copy
+        (`apexlm.training.export`)."""
+        from apexlm.apex.sharded import model_is_sharded
+
+        if model_is_sharded(model):
+            return model
         if hasattr(model, "merge_and_unload"):
             return model.merge_and_unload(progressbar=False)
         return model

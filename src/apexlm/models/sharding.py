@@ -112,7 +112,9 @@ def plain_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
     buffers = dict(hf.named_buffers())
     for name, buf in list(plain.named_buffers()):   # non-persistent buffers (rotary inv_freq) are not in `state`
         if buf.is_meta:
-            src = buffers.get(name) or next((b for n, b in buffers.items() if n.endswith(name)), None)
+            src = buffers.get(name)
+            if src is None:
+                src = next((b for n, b in buffers.items() if n.endswith(name)), None)
             owner, _, leaf = name.rpartition(".")
             mod = plain.get_submodule(owner) if owner else plain
             mod._buffers[leaf] = (src.detach().cpu().clone() if src is not None

@@ -24,6 +24,7 @@ from apexlm.methods import build_method
 from apexlm.methods.base import count_params
 from apexlm.models.builders import build_model
 from apexlm.models.module import CausalLMModule, perplexity
+from apexlm.training.export import finalize_for_export
 from apexlm.training.setup import build_callbacks, build_trainer_kwargs, load_run_tokenizer, total_steps_for
 from apexlm.training.validate import validate_config
 from apexlm.utils.loggers import build_loggers, finish_wandb
@@ -99,11 +100,15 @@ def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLM
             tokenizer: Any, stage_cb: StageCallback, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
     method = module.method
     method_summary = budget_summary(method.summary(module.model), module.base_params)  # before finalize
-    module.model = method.finalize(module.model)  # plain HF model again (APEX fused, adapters merged)
+    # plain HF model again (APEX fused, adapters merged); under FSDP2 the training model stays sharded and
+    # rank 0 gets a gathered plain copy
+    need_plain = bool(cfg.get("export") or cfg.get("eval", {}).get("enabled"))
+    module.model, plain = finalize_for_export(module.model, method,
+                                              lambda: build_method(cfg.method, seed=int(cfg.seed)), need_plain)
     val = _final_val(trainer, module, dm)
     if cfg.get("export") and trainer.is_global_zero:
         export_dir = run_dir / "export"
-        module.model.save_pretrained(str(export_dir), safe_serialization=True)
+        plain.save_pretrained(str(export_dir), safe_serialization=True)
         tokenizer.save_pretrained(str(export_dir))
         if cfg.get("export_to"):
             target = Path(str(cfg.export_to))
@@ -133,7 +138,7 @@ def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLM
     if cfg.get("eval", {}).get("enabled") and trainer.is_global_zero:
         from apexlm.eval.run_eval import evaluate_model
 
-        eval_res = evaluate_model(module.model, tokenizer, cfg, run_dir)
+        eval_res = evaluate_model(plain, tokenizer, cfg, run_dir)
         summary.update({f"eval/{k}": v for k, v in eval_res.items() if isinstance(v, (int, float))})
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)

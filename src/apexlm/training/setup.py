@@ -66,6 +66,10 @@ def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
     kw = {k: t[k] for k in TRAINER_PASSTHROUGH if k in t and t[k] is not None}
     kw["max_steps"] = total_steps
     kw["max_epochs"] = -1
+    from apexlm.training.strategy import build_fsdp, is_fsdp
+
+    if is_fsdp(kw.get("strategy", "auto")):  # FSDP2 through ModelParallelStrategy (CPU/gloo too)
+        kw["strategy"], kw["precision"] = build_fsdp(t)
     if str(kw.get("strategy", "auto")).startswith(("auto", "ddp")):  # sharded strategies write their own format
         from apexlm.callbacks.checkpointing import AtomicCheckpointIO
 

@@ -13,8 +13,8 @@ mask after clipping would give the same entries: norm clipping scales a whole te
 and value clipping is monotone, neither changes the ranking of |grad| (value clipping can only create ties).
 
 With Adam(W) a masked entry still moves by its momentum and by weight decay: GMT masks the gradient fed to
-the optimizer, not the update. Under FSDP the quantile would be per shard; DeepSpeed keeps gradients in its
-own buffers, which this hook does not see.
+the optimizer, not the update. Under FSDP2 each gradient is gathered (one tensor at a time) for the quantile, so
+the mask equals DDP's; DeepSpeed keeps gradients in its own buffers, which this hook does not see.
 
 The quantile threshold is exact. torch.quantile refuses large tensors, so it is the k-th smallest |grad|:
 `torch.kthvalue` on CPU; on accelerators a 31-step bisection on the float bit pattern (non-negative floats
@@ -78,6 +78,26 @@ def mask_small_gradients(grad: torch.Tensor, ratio: float) -> torch.Tensor | int
     return mask.sum()
 
 
+@torch.no_grad()
+def mask_sharded_gradient(grad: torch.Tensor, ratio: float) -> tuple[torch.Tensor | int, int]:
+    """`mask_small_gradients` for an FSDP2 gradient (a DTensor shard): the threshold is the WHOLE tensor's
+    quantile (gathered, one tensor at a time, as under DDP), the mask is applied to this rank's shard.
+    Returns (entries masked in the shard, entries in the shard)."""
+    full = grad.full_tensor().abs().float()                     # the parameter's shape
+    n = full.numel()
+    k = int(round(ratio * n))
+    local = grad.to_local()
+    if k <= 0:
+        return 0, local.numel()
+    if k >= n:
+        local.zero_()
+        return local.numel(), local.numel()
+    threshold = kth_smallest(full, k)
+    mask = local.abs().float() <= threshold
+    local.masked_fill_(mask, 0)
+    return mask.sum(), local.numel()
+
+
 class GmtMethod(Method):
     """Full fine-tuning with a per-tensor gradient magnitude mask before every optimizer step."""
 
@@ -106,6 +126,11 @@ class GmtMethod(Method):
         entries = 0
         for p in {id(p): p for p in model.parameters()}.values():
             if p.grad is None:
+                continue
+            if hasattr(p.grad, "full_tensor"):  # FSDP2 shard: fractions below count this rank's shards
+                masked, n = mask_sharded_gradient(p.grad, self.mask_ratio)
+                counts.append(masked)
+                entries += n
                 continue
             counts.append(mask_small_gradients(p.grad, self.mask_ratio))
             entries += p.grad.numel()

@@ -18,7 +18,8 @@ redrawn, unless `stage_optimizer_reset` clears all optimizer state at the bounda
   process only: DDP registers the parameters that require grad when it wraps the model, so matrices drawn in a
   later stage would never be all-reduced. The method stops with an error on its first step under DDP.
 - `mask`: every candidate keeps `requires_grad`; the frozen half's gradients are dropped before the step.
-  Costs the full backward, works under DDP. (FSDP/DeepSpeed flatten parameters; neither mode supports them.)
+  Costs the full backward, works under DDP and FSDP2 (the Parameter lists are re-read after `fully_shard`,
+  `_refresh`). DeepSpeed keeps its own flat buffers; neither mode supports it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class HftMethod(Method):
         self._always: dict[int, nn.Parameter] = {}  # norms / embeddings that train in every stage
         self._frozen: list[nn.Parameter] = []
         self._dist_checked = False
+        self._model: nn.Module | None = None
+        self._always_names: list[str] = []
 
     # ---- preparation -------------------------------------------------------------------------------
     def prepare(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> nn.Module:
@@ -83,11 +86,31 @@ class HftMethod(Method):
                     self._always.update({id(p): p for p in module.parameters()})
         for p in self._always.values():
             p.requires_grad_(True)
+        ids = set(self._always)
+        self._always_names = [n for n, p in model.named_parameters() if id(p) in ids]
+        self._model = model
         self._apply(draw_selection(self.units, self.ratio, self.seed, self.stage))
         return model
 
+    def _refresh(self) -> None:
+        """Re-read the Parameter objects from the model: FSDP2's `fully_shard` replaces every Parameter by a
+        sharded one (same modules, same names), so lists taken at `prepare` would point at the old ones."""
+        m = self._model
+        if m is None or not self._unit_params:
+            return
+        first = next(iter(self._unit_params))
+        if next(m.get_submodule(first).parameters(recurse=False)) is self._unit_params[first][0]:
+            return
+        self._unit_params = {name: list(m.get_submodule(name).parameters(recurse=False))
+                             for name in self._unit_params}
+        named = dict(m.named_parameters())
+        self._always = {id(named[n]): named[n] for n in self._always_names}
+        chosen = set(self.selection)
+        self._frozen = [p for name, ps in self._unit_params.items() if name not in chosen for p in ps]
+
     def _apply(self, selection: Iterable[str]) -> int:
         """Make `selection` the trained units; returns how many units changed state."""
+        self._refresh()
         chosen = set(selection)
         unknown = chosen - set(self._unit_params)
         if unknown:
@@ -107,6 +130,7 @@ class HftMethod(Method):
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Every candidate matrix (trained now or later) and the always-trained params (built once)."""
+        self._refresh()
         wanted = {id(p) for ps in self._unit_params.values() for p in ps} | set(self._always)
         decay, no_decay = [], []
         for name, p in model.named_parameters():
@@ -123,6 +147,7 @@ class HftMethod(Method):
         if not self._dist_checked:
             self._dist_checked = True
             self._check_distributed()
+        self._refresh()
         for p in self._frozen:
             p.grad = None
 

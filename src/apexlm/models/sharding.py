@@ -104,10 +104,12 @@ def plain_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
     if missing:
         raise RuntimeError(f"the gathered state lacks {len(missing)} keys of the plain model, e.g. {missing[0]}")
     target.load_state_dict({k: state[k].float() for k in keys}, strict=True, assign=True)
+    if getattr(config, "tie_word_embeddings", False):
+        _hf_model(target).tie_weights()  # assign=True loaded the tied weights as two tensors
     if finalize is not None:
         target = finalize(target)
     plain = target
-    if getattr(config, "tie_word_embeddings", False):
+    if getattr(plain.config, "tie_word_embeddings", False):  # the finalized model's config (a merge may untie)
         plain.tie_weights()
     buffers = dict(hf.named_buffers())
     for name, buf in list(plain.named_buffers()):   # non-persistent buffers (rotary inv_freq) are not in `state`

@@ -81,7 +81,7 @@ def eval_main(cfg: DictConfig) -> dict[str, Any] | None:
         sys.exit(2)
     print(f"evaluated: {source}", flush=True)
     for key in sorted(results):
-        if key.startswith(("ppl/", "exact_match", "mc_accuracy")) and isinstance(results[key], float):
+        if key.startswith(("ppl/", "exact_match", "mc_accuracy", "harness/")) and isinstance(results[key], float):
             print(f"  {key}: {results[key]:.4f}", flush=True)
     for note in results.get("notes", []):
         print(f"  note: {note}", flush=True)

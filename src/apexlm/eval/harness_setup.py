@@ -14,6 +14,8 @@ otherwise the harness's whole registry (~14,700 names, 7-13 s on 2 busy cores) i
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import signal
@@ -113,20 +115,34 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def task_manager(names: Sequence[str], paths: Sequence[Path], metadata: Mapping[str, Any]) -> Any:
-    """A harness TaskManager that knows every name (ConfigError naming the unknown ones)."""
+@contextlib.contextmanager
+def quiet_harness(level: int = logging.ERROR) -> Iterator[None]:
+    """Hold the harness's logger at `level` (indexing warns about every duplicate tag; loading repeats
+    config notes), so that a failure prints our one line only."""
+    logger = logging.getLogger("lm_eval")
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+@functools.lru_cache(maxsize=4)
+def _manager(paths: tuple[str, ...], metadata_json: str, defaults: bool) -> Any:
+    """A cached TaskManager (indexing the whole registry takes seconds; loading builds fresh tasks)."""
     from lm_eval.tasks import TaskManager
 
-    quiet = logging.getLogger("lm_eval")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)                       # the index warns about every duplicate tag
-    try:
-        manager = TaskManager(include_path=[str(p) for p in paths], include_defaults=False,
-                              metadata=dict(metadata))
+    return TaskManager(include_path=list(paths), include_defaults=defaults, metadata=json.loads(metadata_json))
+
+
+def task_manager(names: Sequence[str], paths: Sequence[Path], metadata: Mapping[str, Any]) -> Any:
+    """A harness TaskManager that knows every name (ConfigError naming the unknown ones)."""
+    key = (tuple(str(p) for p in paths), json.dumps(dict(metadata), sort_keys=True, default=str))
+    with quiet_harness():
+        manager = _manager(*key, False)                 # shipped + include_path only: fast
         if any(n not in manager.all_tasks for n in names):
-            manager = TaskManager(include_path=[str(p) for p in paths], metadata=dict(metadata))
-    finally:
-        quiet.setLevel(level)
+            manager = _manager(*key, True)              # + the harness's own registry
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         import lm_eval
@@ -148,7 +164,7 @@ def load_harness_tasks(hs: Mapping[str, Any], metadata: Mapping[str, Any]) -> di
     merged: dict[str, Any] = {"tasks": {}, "groups": {}, "group_map": {}}
     for name in names:
         try:
-            with deadline(hs.get("load_timeout_s"), name):
+            with deadline(hs.get("load_timeout_s"), name), quiet_harness():
                 loaded = manager.load([name])
         except DataError as err:
             if "task data not available offline" in str(err):
@@ -157,6 +173,9 @@ def load_harness_tasks(hs: Mapping[str, Any], metadata: Mapping[str, Any]) -> di
         except ModuleNotFoundError as err:
             raise DataError(f"harness task {name} needs the package {err.name!r}, which is not installed; "
                             f"install it or drop {name} from eval.harness.tasks") from None
+        except FileNotFoundError as err:
+            raise DataError(f"task data not available offline: {name} ({_first_line(err)}); check the "
+                            "task's data_files, or its dataset in the HF datasets cache") from None
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
             hint = "the hub is offline (eval.harness.offline=true): put the dataset in the HF datasets cache, " \
                 "point a task YAML at local files, or set eval.harness.offline=false on a machine with network"

@@ -158,3 +158,29 @@ def test_end_of_training_evaluation_ran_the_harness() -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert saved["harness/apexlm_mc_syllogism/acc"] == pytest.approx(saved["mc_accuracy/syllogism"])
     assert summary["eval/harness/apexlm_mc_syllogism/acc"] == saved["harness/apexlm_mc_syllogism/acc"]
+
+
+def test_a_hanging_task_load_stops_with_one_line(tmp_path: Path) -> None:
+    """eval.harness.load_timeout_s stops a task whose data loading blocks (here: a dataset that sleeps)."""
+    from apexlm.errors import DataError
+    from apexlm.eval.harness_setup import harness_settings, load_harness_tasks
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "slow.py").write_text("import time\n\ndef load(**kwargs):\n    time.sleep(30)\n")
+    (folder / "slow.yaml").write_text("task: slow\ncustom_dataset: !function slow.load\ntest_split: test\n"
+                                      "output_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n")
+    hs = harness_settings({"harness": {"tasks": ["slow"], "include_path": str(folder), "load_timeout_s": 1}})
+    with pytest.raises(DataError, match=r"^task data not available offline: slow did not load in 1 s"):
+        load_harness_tasks(hs, {})
+
+
+def test_training_checks_harness_tasks_before_it_starts() -> None:
+    """`check_harness_config` (for train.py's config validation) resolves names with no model at hand."""
+    from apexlm.errors import ConfigError
+    from apexlm.eval.harness import check_harness_config
+    from tests.conftest import MICRO
+
+    check_harness_config(compose_cfg([*MICRO, "eval.enabled=true", "eval.harness.tasks=[apexlm_rg]"]))
+    with pytest.raises(ConfigError, match="unknown harness task"):
+        check_harness_config(compose_cfg([*MICRO, "eval.enabled=true", "eval.harness.tasks=[apexlm_nope]"]))

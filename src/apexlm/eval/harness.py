@@ -50,14 +50,32 @@ def _chat(tokenizer: Any, mode: Any) -> bool:
     return bool(mode) and str(mode).lower() != "false"
 
 
+def _metadata(cfg: Mapping[str, Any], ev: Mapping[str, Any], choice_suffix: str) -> dict[str, Any]:
+    """What the shipped tasks read (`apexlm.eval.harness_tasks`): the same items as our own scorers."""
+    metadata = {"apexlm_items": ev.get("items_path") or (cfg.get("paths") or {}).get("data_dir"),
+                "apexlm_max_items": ev.get("max_items_per_task"), "apexlm_mc_max_choices": ev.get("mc_max_choices"),
+                "apexlm_choice_suffix": choice_suffix}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in metadata.items()}
+
+
+def check_harness_config(cfg: Mapping[str, Any]) -> None:
+    """Before training: when `eval.enabled` asks for harness tasks, resolve them and load their data now, so
+    that a typo or missing data stops the run before its first step (one line, exit 2), not after it."""
+    from apexlm.eval.run_eval import eval_settings
+
+    ev = eval_settings(cfg)
+    hs = harness_settings(ev)
+    if not ev.get("enabled") or not requested_tasks(hs):
+        return
+    with offline_hub(bool(hs.get("offline", True))):
+        load_harness_tasks(hs, _metadata(cfg, ev, ""))
+
+
 def prepare_harness(tokenizer: Any, cfg: Mapping[str, Any], ev: Mapping[str, Any]) -> HarnessPlan:
     """Resolve + load the requested harness tasks offline (ConfigError/DataError: one line, exit 2)."""
     hs = harness_settings(ev)
     chat = _chat(tokenizer, hs.get("apply_chat_template", "auto"))
-    metadata = {"apexlm_items": ev.get("items_path") or (cfg.get("paths") or {}).get("data_dir"),
-                "apexlm_max_items": ev.get("max_items_per_task"), "apexlm_mc_max_choices": ev.get("mc_max_choices"),
-                "apexlm_choice_suffix": (tokenizer.eos_token or "") if chat else ""}
-    metadata = {k: (str(v) if isinstance(v, Path) else v) for k, v in metadata.items()}
+    metadata = _metadata(cfg, ev, (tokenizer.eos_token or "") if chat else "")
     with offline_hub(bool(hs.get("offline", True))):
         task_dict = load_harness_tasks(hs, metadata)
     _tune_shipped(task_dict, tokenizer, int(ev.get("max_new_tokens") or 40))
@@ -164,7 +182,7 @@ def run_harness(plan: HarnessPlan, model: nn.Module, tokenizer: Any, run_dir: Pa
             results = evaluate(lm=lm, task_dict=plan.task_dict, limit=hs.get("limit"),
                                bootstrap_iters=int(hs.get("bootstrap_iters") or 0),
                                log_samples=bool(hs.get("log_samples", True)), apply_chat_template=plan.chat,
-                               fewshot_as_multiturn=plan.chat, verbosity="WARNING",
+                               fewshot_as_multiturn=plan.chat,
                                confirm_run_unsafe_code=bool(hs.get("allow_code_execution")))
     finally:
         model.train(was_training)

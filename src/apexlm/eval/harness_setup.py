@@ -14,8 +14,8 @@ otherwise the harness's whole registry (~14,700 names, 7-13 s on 2 busy cores) i
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-import json
 import logging
 import os
 import signal
@@ -129,20 +129,30 @@ def quiet_harness(level: int = logging.ERROR) -> Iterator[None]:
 
 
 @functools.lru_cache(maxsize=4)
-def _manager(paths: tuple[str, ...], metadata_json: str, defaults: bool) -> Any:
-    """A cached TaskManager (indexing the whole registry takes seconds; loading builds fresh tasks)."""
+def _indexed(paths: tuple[str, ...], defaults: bool) -> Any:
+    """A cached TaskManager index (indexing the whole registry takes seconds; tasks are built fresh)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(paths), include_defaults=defaults, metadata=json.loads(metadata_json))
+    return TaskManager(include_path=list(paths), include_defaults=defaults)
+
+
+def _with_metadata(indexed: Any, metadata: Mapping[str, Any]) -> Any:
+    """A copy of a cached manager whose tasks get `metadata` (lm-eval 0.4.13 keeps it in its factory)."""
+    from lm_eval.tasks._factory import TaskFactory
+
+    manager = copy.copy(indexed)
+    manager._factory = TaskFactory(meta=dict(metadata))
+    return manager
 
 
 def task_manager(names: Sequence[str], paths: Sequence[Path], metadata: Mapping[str, Any]) -> Any:
     """A harness TaskManager that knows every name (ConfigError naming the unknown ones)."""
-    key = (tuple(str(p) for p in paths), json.dumps(dict(metadata), sort_keys=True, default=str))
+    key = tuple(str(p) for p in paths)
     with quiet_harness():
-        manager = _manager(*key, False)                 # shipped + include_path only: fast
-        if any(n not in manager.all_tasks for n in names):
-            manager = _manager(*key, True)              # + the harness's own registry
+        indexed = _indexed(key, False)                  # shipped + include_path only: fast
+        if any(n not in indexed.all_tasks for n in names):
+            indexed = _indexed(key, True)               # + the harness's own registry
+    manager = _with_metadata(indexed, metadata)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         import lm_eval

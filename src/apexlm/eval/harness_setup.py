@@ -128,7 +128,7 @@ def quiet_harness(level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(saved)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _indexed(paths: tuple[str, ...], defaults: bool) -> Any:
     """A cached TaskManager index (indexing the whole registry takes seconds; tasks are built fresh)."""
     from lm_eval.tasks import TaskManager

@@ -58,17 +58,23 @@ def _metadata(cfg: Mapping[str, Any], ev: Mapping[str, Any], choice_suffix: str)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in metadata.items()}
 
 
-def check_harness_config(cfg: Mapping[str, Any]) -> None:
-    """Before training: when `eval.enabled` asks for harness tasks, resolve them and load their data now, so
-    that a typo or missing data stops the run before its first step (one line, exit 2), not after it."""
+def check_harness(cfg: Mapping[str, Any]) -> None:
+    """Resolve the requested harness tasks and load their data without a model (eval.py runs it before it
+    loads one), so that a typo or missing data stops in seconds with one line, exit 2."""
     from apexlm.eval.run_eval import eval_settings
 
     ev = eval_settings(cfg)
     hs = harness_settings(ev)
-    if not ev.get("enabled") or not requested_tasks(hs):
-        return
-    with offline_hub(bool(hs.get("offline", True))):
-        load_harness_tasks(hs, _metadata(cfg, ev, ""))
+    if requested_tasks(hs):
+        with offline_hub(bool(hs.get("offline", True))):
+            load_harness_tasks(hs, _metadata(cfg, ev, ""))
+
+
+def check_harness_config(cfg: Mapping[str, Any]) -> None:
+    """Before training: when `eval.enabled` asks for harness tasks, check them now (`check_harness`), so
+    that a typo or missing data stops the run before its first step, not after it."""
+    if (cfg.get("eval") or {}).get("enabled"):
+        check_harness(cfg)
 
 
 def prepare_harness(tokenizer: Any, cfg: Mapping[str, Any], ev: Mapping[str, Any]) -> HarnessPlan:

@@ -185,6 +185,7 @@ def evaluate_model(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any],
         from apexlm.eval.harness import prepare_harness
 
         plan = prepare_harness(tokenizer, cfg, ev)
+    t_prep = time.perf_counter() - t0
     val_loader = run_val_loader(cfg, tokenizer) if ev.get("val") else None
     if ev.get("val") and val_loader is None:
         notes.append("ppl/val skipped: no data config (evaluating a model without a training run)")
@@ -207,8 +208,8 @@ def evaluate_model(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any],
                                                int(cfg.get("seed", 0) or 0))
         results.update(metrics)
     t4 = time.perf_counter()
-    results.update({"time_s/ppl": t1 - t0, "time_s/generation": t2 - t1, "time_s/analytics": t3 - t2,
-                    "time_s/harness": t4 - t3, "time_s/total": t4 - t0})
+    results.update({"time_s/ppl": t1 - t0 - t_prep, "time_s/generation": t2 - t1, "time_s/analytics": t3 - t2,
+                    "time_s/harness": t4 - t3 + t_prep, "time_s/total": t4 - t0})
     path = free_path(run_dir, "eval", ".json")
     write_json(path, {**results, "notes": notes, "settings": ev, **({"harness": harness_info} if plan else {})})
     log.info("eval: %s (%.1fs)", path, t4 - t0)

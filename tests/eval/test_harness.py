@@ -37,11 +37,27 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_eval_py_harness_keys_agree_with_own_scorers(tmp_path: Path) -> None:
+class _Run:
+    """Records what `log_to_wandb` sends to an active W&B run."""
+
+    def __init__(self) -> None:
+        self.logged: dict = {}
+        self.summary: dict = {}
+
+    def log(self, payload: dict) -> None:
+        self.logged.update(payload)
+
+
+def test_eval_py_harness_keys_agree_with_own_scorers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One evaluation of a finished micro run: both scorers on the same items, same prompts and outputs."""
-    run_dir = micro_runs()["full"]
+    import apexlm.eval.wandb_log as wandb_log
+
+    run, run_dir = _Run(), micro_runs()["full"]
+    monkeypatch.setattr(wandb_log, "active_run", lambda: run)
     names = [f"apexlm_rg_{t}" for t in TASKS] + [f"apexlm_mc_{t}" for t in TASKS]
     results, target, _ = run_evaluation(_cfg(tmp_path, f"run_dir={run_dir}", f"eval.harness.tasks=[{','.join(names)}]"))
+    assert run.summary["eval/harness/apexlm_mc_syllogism/acc"] == results["harness/apexlm_mc_syllogism/acc"]
+    assert "eval/harness" in run.logged                                   # the per-task table
     saved = json.loads(sorted(target.glob("eval*.json"), key=lambda p: p.stat().st_mtime)[-1].read_text())
     info = saved["harness"]
     assert info["lm_eval_version"] == "0.4.13" and info["batch_size"] == 8 and info["dtype"] == "float32"

@@ -114,22 +114,23 @@ def _lm(model: nn.Module, tokenizer: Any, batch_size: int, chat: bool) -> Any:
         quiet.setLevel(level)
 
 
-def _set_seeds(task_dict: Mapping[str, Any], num_fewshot: Any, seed: int) -> None:
-    """What the harness's simple_evaluate does before evaluating: seeds, shot counts."""
+def _set_seeds(task_dict: Mapping[str, Any], num_fewshot: Any) -> None:
+    """What the harness's simple_evaluate does before evaluating: its default seeds (so few-shot examples
+    are the ones other harness users get), shot counts."""
     import numpy as np
     import torch
     from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
 
-    random.seed(DEFAULT_RANDOM_SEED + seed)
-    np.random.seed(DEFAULT_OTHER_SEED + seed)
-    torch.manual_seed(DEFAULT_OTHER_SEED + seed)
+    random.seed(DEFAULT_RANDOM_SEED)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    torch.manual_seed(DEFAULT_OTHER_SEED)
     for task in task_dict["tasks"].values():
         default = task.get_config("num_fewshot")
         if num_fewshot is not None and default != 0:
             task.set_config("num_fewshot", int(num_fewshot))
         elif default is None:
             task.set_config("num_fewshot", 0)
-        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED + seed)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
 
 
 def flat_metrics(results: Mapping[str, Any]) -> dict[str, float]:
@@ -168,8 +169,8 @@ def _save(results: Mapping[str, Any], info: Mapping[str, Any], run_dir: Path) ->
     return folder
 
 
-def run_harness(plan: HarnessPlan, model: nn.Module, tokenizer: Any, run_dir: Path, batch_size: int,
-                seed: int = 0) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
+def run_harness(plan: HarnessPlan, model: nn.Module, tokenizer: Any, run_dir: Path,
+                batch_size: int) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
     """(flat metrics, info for eval.json, the harness's raw results incl. samples) of one evaluation."""
     import lm_eval
     from lm_eval.evaluator import evaluate
@@ -181,7 +182,7 @@ def run_harness(plan: HarnessPlan, model: nn.Module, tokenizer: Any, run_dir: Pa
     log.info("harness: lm-eval %s, tasks %s, batch size %d, dtype %s, device %s, chat template %s",
              lm_eval.__version__, ", ".join(requested_tasks(hs)), bs, dtype, device, plan.chat)
     was_training = model.training
-    _set_seeds(plan.task_dict, hs.get("num_fewshot"), seed)
+    _set_seeds(plan.task_dict, hs.get("num_fewshot"))
     try:
         with offline_hub(bool(hs.get("offline", True))):
             lm = _lm(model, tokenizer, bs, plan.chat)

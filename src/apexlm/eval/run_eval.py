@@ -204,8 +204,7 @@ def evaluate_model(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any],
     if plan is not None:
         from apexlm.eval.harness import run_harness
 
-        metrics, harness_info, _ = run_harness(plan, model, tokenizer, run_dir, int(ev["batch_size"]),
-                                               int(cfg.get("seed", 0) or 0))
+        metrics, harness_info, _ = run_harness(plan, model, tokenizer, run_dir, int(ev["batch_size"]))
         results.update(metrics)
     t4 = time.perf_counter()
     results.update({"time_s/ppl": t1 - t0 - t_prep, "time_s/generation": t2 - t1, "time_s/analytics": t3 - t2,

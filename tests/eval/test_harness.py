@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("lm_eval")
-
-from apexlm.data.instructions import load_eval_items, score_answer  # noqa: E402
-from apexlm.eval.cli import eval_main, run_evaluation  # noqa: E402
-from apexlm.eval.exact_match import items_per_task  # noqa: E402
-from apexlm.eval.harness import prepare_harness  # noqa: E402
-from apexlm.eval.harness_tasks import SUITES  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
-from tests.eval.runs import micro_runs  # noqa: E402
+from apexlm.data.instructions import load_eval_items, score_answer
+from apexlm.eval.cli import eval_main, run_evaluation
+from apexlm.eval.exact_match import items_per_task
+from apexlm.eval.harness import prepare_harness
+from apexlm.eval.harness_tasks import SUITES
+from tests.conftest import compose_cfg
+from tests.eval.runs import micro_runs
 
 FAST = ["threads=1", "eval.val=false", "eval.ppl_domains=[]", "eval.max_items_per_task=4", "eval.max_new_tokens=6"]
 TASKS = ("syllogism", "letter_counting")

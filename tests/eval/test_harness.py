@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from apexlm.data.instructions import load_eval_items, score_answer
+from apexlm.data.eval_items import load_eval_items
+from apexlm.data.instructions import score_answer
 from apexlm.eval.cli import eval_main, run_evaluation
 from apexlm.eval.exact_match import items_per_task
 from apexlm.eval.harness import prepare_harness

@@ -2,7 +2,7 @@
 
 The task YAMLs live in `apexlm/eval/tasks/` (installed with the package). They read no dataset from a hub:
 their `custom_dataset` functions below build the documents from the embedded held-out reasoning-gym items
-(`apexlm.data.instructions.load_eval_items`), picking exactly the items apexlm's own scorers pick:
+(`apexlm.data.eval_items.load_eval_items`), picking exactly the items apexlm's own scorers pick:
 
   apexlm_rg_<task>  generate_until; scored by the task's own reasoning-gym scorer (`score_answer`, full
                     credit = exact_match, as `apexlm.eval.exact_match`), its partial credit (`score`), and
@@ -47,7 +47,7 @@ def suite_tasks(name: str) -> list[str]:
 
 def _items(rg_task: str, source: Any, max_items: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the first `max_items` eval items of `rg_task` in file order, all eval items)."""
-    from apexlm.data.instructions import load_eval_items
+    from apexlm.data.eval_items import load_eval_items
     from apexlm.eval.exact_match import items_per_task
 
     all_items = load_eval_items(str(source) if source else None)

@@ -33,8 +33,8 @@ from torch import nn
 
 from apexlm.apex.fuse import fold_layer
 from apexlm.apex.permute import PermSpec, apply_perm, attention_specs, ffn_specs, permute_params
+from apexlm.apex.reselect import Sets, check_scores, overlap_metrics, size_summary
 from apexlm.apex.selection import select_units
-from apexlm.apex.stage import Sets, check_scores, overlap_metrics, size_summary
 
 if TYPE_CHECKING:
     from apexlm.apex.core import Apex

@@ -49,9 +49,12 @@ class ApexMethod(Method):
 
     def prepare(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> nn.Module:
         """Recorders and the wrappers at an identity layout (sizes from the ratios only, method §2): nothing
-        depends on data yet, so this runs before sharding; `start` assesses and selects inside `fit`."""
+        depends on data yet, so this runs before sharding; `start` assesses and selects inside `fit`.
+        Given `assess_batches` (scripts outside the pipeline, e.g. benchmarks), `start` runs right away."""
         self.apex = Apex(model, self.apex_cfg)
         self.apex.install()
+        if assess_batches is not None:
+            self.start(model, assess_batches)
         return model
 
     def check_model(self, dims: Mapping[str, Any], seed: int = 0) -> None:
@@ -67,8 +70,8 @@ class ApexMethod(Method):
         attention_plans(n_layers, n_kv, c.k_ratio, c.tuned_attn_ratio, chosen)
 
     def prepare_for_resume(self, model: nn.Module) -> nn.Module:
-        """As `prepare`: the checkpoint (weights, then the method state) fills the installed wrappers."""
-        return self.prepare(model)
+        """As `prepare` (no data): the checkpoint (weights, then the method state) fills the installed wrappers."""
+        return self.prepare(model, assess_batches=None)
 
     def start(self, model: nn.Module, assess_batches: Iterable[dict] | None = None) -> dict[str, Any]:
         """Stage-1 assessment over `assess_samples` examples in all, each rank its own shard, then the first

@@ -31,25 +31,21 @@ EXPERIMENTS = {
     "hft_it": ["experiment=hft_it", "method.freeze=mask"],         # redraws need every grad synced
     "gmt_it": ["experiment=gmt_it"],                               # whole-tensor quantile of sharded grads
 }
-# The resume pair: the FSDP apex_cpt run with a checkpoint every 2 steps (boundaries at 2 and 4), killed at
-# step 3 (after the first boundary), then resumed from its last checkpoint (step 2, a sharded folder).
-CKPT = ["callbacks.checkpoint.enabled=true", "callbacks.checkpoint.every_n_steps=2"]
-KILL_STEP = 3
+# The resume pair: the FSDP apex_cpt run with a checkpoint every step (boundaries at 2 and 4), killed at step 4
+# (after the second transition, before that step's checkpoint), then resumed from its last checkpoint: step 3,
+# mid-stage, a sharded folder holding both ranks' partial scores of stage 2.
+CKPT = ["callbacks.checkpoint.enabled=true", "callbacks.checkpoint.every_n_steps=1"]
+KILL_STEP = 4
 
 
 def plan(tmp: Path) -> list[tuple[str, list[str], int | None]]:
     """(name, overrides, kill step) in run order."""
-    runs = [(f"{exp}_{strat}", [*COMMON, *o, *s, *(CKPT if name_is_ckpt(exp, strat) else [])], None)
+    runs = [(f"{exp}_{strat}", [*COMMON, *o, *s], None)
             for exp, o in EXPERIMENTS.items() for strat, s in STRATEGIES.items()]
     base = [*COMMON, *EXPERIMENTS["apex_cpt"], *STRATEGIES["fsdp"], *CKPT]
     runs.append(("killed", base, KILL_STEP))
     runs.append(("resumed", [*base, f"ckpt_path={tmp / 'killed' / 'checkpoints' / 'last.ckpt'}"], None))
     return runs
-
-
-def name_is_ckpt(exp: str, strat: str) -> bool:
-    """The uninterrupted twin of the resume pair saves the same checkpoints."""
-    return exp == "apex_cpt" and strat == "fsdp"
 
 
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:

@@ -1,5 +1,5 @@
 """FSDP2 (`trainer=fsdp`, 2 gloo processes) trains and exports exactly like DDP, for every method family, and
-resumes exactly from a sharded checkpoint taken at a stage boundary.
+resumes exactly from a sharded checkpoint taken after the first stage boundary (mid-stage).
 
 Both strategies see the same examples per step (ResumableSampler: rank r takes the r-th block of every global
 batch) and average the same gradients; APEX transitions run layer by layer on gathered shards. The exports
@@ -67,7 +67,8 @@ def test_fsdp_resume_from_sharded_checkpoint_equals_uninterrupted(runs: Path) ->
     ckpt = runs / "killed" / "checkpoints" / "last.ckpt"
     assert ckpt.is_dir() and (ckpt / "meta.pt").is_file()          # a distributed-checkpoint folder
     meta = torch.load(ckpt / "meta.pt", weights_only=False)
-    assert meta["global_step"] == KILL_STEP - 1                     # taken at the first boundary, before the kill
+    assert meta["global_step"] == KILL_STEP - 1                     # mid-stage 2, the step before the kill
+    assert len(meta["apexlm_method"]["apex"]["recorders"]) == 2     # both ranks' partial scores
     assert not (runs / "killed" / "summary.json").exists()
     resumed, whole = _summary(runs, "resumed"), _summary(runs, "apex_cpt_fsdp")
     assert resumed["stages_completed"] == whole["stages_completed"] == 3

@@ -129,16 +129,29 @@ class ApexMethod(Method):
             self.apex.close()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "apex": self.apex.state_dict() if self.apex else None,
-                "assess_tokens": self.assess_tokens}
+        """Counters and the library state. With several processes the score accumulators of EVERY rank are
+        kept (`recorders`, one all-gather: Lightning builds the checkpoint on all ranks, rank 0 writes it),
+        so a resume from mid-stage continues each rank's own partial scores exactly."""
+        apex = self.apex.state_dict() if self.apex else None
+        dist = torch.distributed
+        if apex is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            everyone: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, apex["recorder"])
+            apex = {**apex, "recorders": everyone}
+        return {**super().state_dict(), "apex": apex, "assess_tokens": self.assess_tokens}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores the counters and the library state (which re-installs the wrappers, unpermuted, and puts
         its generator back after drawing their inits), so the weights can load next."""
         super().load_state_dict(state)
         self.assess_tokens = int(state.get("assess_tokens", 0))
-        if self.apex is not None and state.get("apex") is not None:
-            self.apex.load_state_dict(state["apex"])
+        saved = state.get("apex")
+        if self.apex is not None and saved is not None:
+            dist = torch.distributed
+            everyone = saved.get("recorders")
+            if everyone and dist.is_available() and dist.is_initialized() and len(everyone) == dist.get_world_size():
+                saved = {**saved, "recorder": everyone[dist.get_rank()]}   # this rank's own partial scores
+            self.apex.load_state_dict(saved)
 
     def summary(self, model: nn.Module) -> dict[str, Any]:
         out = super().summary(model)

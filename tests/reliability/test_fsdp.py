@@ -75,3 +75,19 @@ def test_fsdp_resume_from_sharded_checkpoint_equals_uninterrupted(runs: Path) ->
     rel = _max_rel(_export(runs, "resumed"), _export(runs, "apex_cpt_fsdp"))
     print(f"resumed vs uninterrupted export, max rel {rel:.2e}")
     assert rel <= 1e-6
+
+
+def test_eval_rebuilds_the_export_from_a_sharded_checkpoint(runs: Path) -> None:
+    """eval.py's checkpoint path reads the distributed-checkpoint folder in one process (no process group)."""
+    from apexlm.eval.checkpoint import model_from_checkpoint
+    from apexlm.models.tokenizer import load_run_tokenizer
+    from tests.conftest import compose_cfg
+    from tests.reliability.fsdp_runs import CKPT, COMMON, STRATEGIES
+
+    cfg = compose_cfg([*COMMON, *EXPERIMENTS["apex_cpt"], *STRATEGIES["fsdp"], *CKPT,
+                       f"paths.log_dir={runs}/eval_logs"], runs / "eval")
+    ckpt = runs / "resumed" / "checkpoints" / "last.ckpt"          # the final step, sharded
+    model = model_from_checkpoint(cfg, ckpt, load_run_tokenizer(cfg))
+    state = {k: v for k, v in model.state_dict().items()}
+    export = _export(runs, "resumed")
+    assert _max_rel({k: state[k] for k in export}, export) <= 1e-6

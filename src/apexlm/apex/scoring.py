@@ -164,8 +164,8 @@ class ScoreRecorder:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore local accumulators (moved to the activations' device on the next record).
 
-        Under DDP every process loads the saved (rank-0) partial sums, which approximates the other
-        ranks' contributions of the interrupted stage by rank 0's.
+        Under DDP/FSDP the training method checkpoints every rank's accumulators and gives each process
+        its own (`ApexMethod.state_dict`); a bare Apex checkpoint holds rank 0's only.
         """
         self.acc = {k: [None if t is None else t.clone() for t in v] for k, v in state["acc"].items()}
         self.count = {k: list(v) for k, v in state["count"].items()}

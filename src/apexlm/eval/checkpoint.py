@@ -18,13 +18,30 @@ from torch import nn
 from apexlm.errors import ModelError
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint file, or an FSDP2 distributed-checkpoint folder (`meta.pt` + one shard file per
+    rank; read whole in this one process, no process group)."""
+    if not path.is_dir():
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state = torch.load(str(path / "meta.pt"), map_location="cpu", weights_only=False)
+    shards: dict[str, Any] = {}   # filled with every saved entry (what torch's dcp_to_torch_save does)
+    _load_state_dict(shards, storage_reader=FileSystemReader(str(path)), planner=_EmptyStateDictLoadPlanner(),
+                     no_dist=True)
+    state["state_dict"] = shards["state_dict"]
+    return state
+
+
 def model_from_checkpoint(cfg: DictConfig, ckpt_path: Path, tokenizer: Any) -> nn.Module:
     """The finalized (plain HF) model of a run's checkpoint, float32 on CPU."""
     from apexlm.methods import build_method
     from apexlm.models.builders import build_model
 
     try:
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+        state = _read(Path(ckpt_path))
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
         raise ModelError(f"cannot read checkpoint {ckpt_path}: {str(err).splitlines()[0][:200]}") from None
     model = build_model(cfg.model, tokenizer)

@@ -25,7 +25,7 @@ COMMON = ["debug=fdr", *MICRO, "threads=1", "logger=csv", "trainer.max_steps=6",
 STRATEGIES = {"ddp": ["trainer=ddp"], "fsdp": ["trainer=fsdp"]}
 EXPERIMENTS = {
     "apex_cpt": ["experiment=apex_cpt"],
-    "apex_it": ["experiment=apex_it"],
+    "apex_it": ["experiment=apex_it", "trainer.limit_val_batches=2", "trainer.val_check_interval=3"],  # + val
     "full_it": ["experiment=full_it", "method.stage_lr=restart"],    # optimizer resets at the boundaries
     "lora_it": ["experiment=lora_it"],
     "hft_it": ["experiment=hft_it", "method.freeze=mask"],         # redraws need every grad synced

@@ -42,9 +42,11 @@ def plan(tmp: Path) -> list[tuple[str, list[str], int | None]]:
     """(name, overrides, kill step) in run order."""
     runs = [(f"{exp}_{strat}", [*COMMON, *o, *s], None)
             for exp, o in EXPERIMENTS.items() for strat, s in STRATEGIES.items()]
-    base = [*COMMON, *EXPERIMENTS["apex_cpt"], *STRATEGIES["fsdp"], *CKPT]
-    runs.append(("killed", base, KILL_STEP))
-    runs.append(("resumed", [*base, f"ckpt_path={tmp / 'killed' / 'checkpoints' / 'last.ckpt'}"], None))
+    for strat, tag in (("fsdp", ""), ("ddp", "_ddp")):   # DDP: the same pair through a checkpoint file
+        base = [*COMMON, *EXPERIMENTS["apex_cpt"], *STRATEGIES[strat], *CKPT]
+        runs.append((f"killed{tag}", base, KILL_STEP))
+        runs.append((f"resumed{tag}", [*base, f"ckpt_path={tmp / f'killed{tag}' / 'checkpoints' / 'last.ckpt'}"],
+                     None))
     return runs
 
 

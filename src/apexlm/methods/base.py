@@ -48,6 +48,10 @@ class Method:
     """
 
     name = "base"
+    # True when stage transitions rewrite trainable tensors in place (fold, permute, reset): such a method
+    # cannot run under a strategy that keeps its own master copy of the weights (DeepSpeed ZeRO's fp32
+    # partitions are copied back over the parameters after each step and would undo every rewrite).
+    rewrites_weights_in_place: bool = False
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg

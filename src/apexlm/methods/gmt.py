@@ -82,6 +82,7 @@ class GmtMethod(Method):
     """Full fine-tuning with a per-tensor gradient magnitude mask before every optimizer step."""
 
     name = "gmt"
+    rewrites_weights_in_place = True  # stage transitions fold/permute/reset trainable tensors
 
     def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)

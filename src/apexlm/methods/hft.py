@@ -40,6 +40,7 @@ class HftMethod(Method):
     """Train a redrawn random half of each layer's matrices per stage."""
 
     name = "hft"
+    rewrites_weights_in_place = True  # stage transitions fold/permute/reset trainable tensors
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from apexlm.errors import ConfigError, ModelError
+from apexlm.training.strategy_check import check_strategy
 
 METHODS = ("full", "apex", "s2", "lora", "dora", "pissa", "hft", "gmt")
 SCHEDULES = ("cosine", "constant")
@@ -71,6 +72,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_method(cfg.method)
     _check_optim(cfg.optim)
     steps = _check_trainer(cfg.trainer)
+    check_strategy(cfg)  # strategy x method x devices (training/strategy_check.py)
     if steps is not None and _staged(cfg.method):
         from apexlm.training.stages import stage_boundaries
 

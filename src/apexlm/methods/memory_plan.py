@@ -14,13 +14,15 @@ eight GPUs. The plan counts, per device, in bytes:
   one of the largest trainable tensor.
 - ddp_buckets: DDP's gradient buckets, a second float32 copy of the trainable gradients (strategy=ddp).
 - activations: what autograd saves for backward, per decoder layer, from this model of the LLaMA decoder
-  (HF `LlamaDecoderLayer`, SDPA flash / memory-efficient attention without a padding mask; per token):
-  layer input, both RMSNorm normalised values and their weighted outputs (the projections' inputs), the
-  residual after attention, q/k/v after RoPE (k, v at the repeated width of GQA), the attention output and its
-  contiguous copy (o_proj's input), the softmax log-sum-exp (float32, one per head), gate, up, SiLU(gate) and
-  SiLU(gate)·up. In float32 that is 9h + 2h + 4f + heads elements per token; under bf16-mixed the residual
-  stream and the RMSNorm values stay float32 and the linear inputs/outputs are bf16, and every linear weight
-  is also held as a saved bf16 autocast copy (not under FSDP, whose all-gather is already bf16).
+  (HF `LlamaDecoderLayer`, SDPA flash / memory-efficient attention without a padding mask; per token, h hidden,
+  f FFN, kv the key/value width): the layer input and the residual after attention; each RMSNorm's normalised
+  value (only if that norm's weight trains); the projections' inputs (only if a projection reading them trains);
+  q, k, v after RoPE (k, v at the KV width: SDPA's native GQA) and the attention output (o_proj reads a view
+  of it: the kernels write it token-major); the softmax log-sum-exp (float32, one per head); gate, up and
+  SiLU(gate), and SiLU(gate)·up (only if down trains). Full fine-tuning in float32: 8h + 2kv + 4f + heads
+  elements. Under bf16-mixed the residual stream and the RMSNorm values stay float32 and the linear
+  inputs/outputs are bf16, and every projection weight is also held as a saved bf16 autocast copy (not under
+  FSDP, whose all-gather is already bf16).
   Weight-side tensors a method saves per forward (APEX's effective W' = f(W, s2, M), DoRA's norms) are
   measured by tracing each projection's forward on the meta device with one token.
   Loss: three (B·T, V) float32 tensors are alive at the loss (logits, the shifted copy / its gradient, the
@@ -76,11 +78,10 @@ def unit_of(name: str) -> int:
 
 
 def param_stats(model: nn.Module) -> dict[str, Any]:
-    """Per-unit counts of a (meta) model, each shared tensor once: params, trainable, linear weights."""
+    """Per-unit counts of a (meta) model, each shared tensor once: params, trainable, largest trainable."""
     seen: set[int] = set()
     params: dict[int, int] = defaultdict(int)
     trainable: dict[int, int] = defaultdict(int)
-    linear: dict[int, int] = defaultdict(int)
     largest = 0
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
@@ -91,9 +92,7 @@ def param_stats(model: nn.Module) -> dict[str, Any]:
         if p.requires_grad:
             trainable[unit] += p.numel()
             largest = max(largest, p.numel())
-        if p.ndim == 2 and "embed" not in name:
-            linear[unit] += p.numel()
-    return {"params": dict(params), "trainable": dict(trainable), "linear": dict(linear), "largest": largest}
+    return {"params": dict(params), "trainable": dict(trainable), "largest": largest}
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -126,19 +125,40 @@ def weight_side_saved_bytes(layer: nn.Module) -> int:
             width = getattr(mod, "in_features", None) or mod.weight.shape[1]
             dtype = next(mod.parameters()).dtype
             x = torch.zeros(1, int(width), device="meta", dtype=dtype, requires_grad=True)  # (1 token, in)
+            owned.add(id(x))  # the input is the token model's
             mod(x)
     return sum(t.numel() * t.element_size() for t in saved.values())
 
 
-def token_bytes_per_layer(hf_config: Any, precision: str) -> int:
-    """Bytes autograd saves per token in one decoder layer (the model in the module docstring)."""
+def _trains(mod: nn.Module) -> bool:
+    return any(p.requires_grad for p in mod.parameters())
+
+
+def layer_flags(layer: nn.Module) -> dict[str, bool]:
+    """Which parts of a decoder layer train: decides which inputs autograd must keep."""
+    f = {path: _trains(layer.get_submodule(path)) for path in PROJECTIONS}
+    f["norm1"], f["norm2"] = _trains(layer.input_layernorm), _trains(layer.post_attention_layernorm)
+    return f
+
+
+def token_bytes_per_layer(hf_config: Any, precision: str, flags: dict[str, bool] | None = None) -> int:
+    """Bytes autograd saves per token in one decoder layer (the model in the module docstring).
+
+    A frozen RMSNorm weight does not need its normalised input, a frozen projection does not need its input
+    (`flags`, from `layer_flags`; all True = full fine-tuning).
+    """
+    fl = flags or {}
+    on = {k: fl.get(k, True) for k in (*PROJECTIONS, "norm1", "norm2")}
     h, f = int(hf_config.hidden_size), int(hf_config.intermediate_size)
     heads = int(hf_config.num_attention_heads)
-    if precision == "32-true":
-        return 4 * (9 * h + 2 * h + 4 * f + heads)
-    # bf16-mixed: fp32 residual stream + RMSNorm values (x, normed1, r1, normed2), bf16 linear in/out
-    # (y1, q, k, v, attn out, o_in, y2; gate, up, silu, product), fp32 log-sum-exp.
-    return 4 * 4 * h + 2 * (7 * h + 4 * f) + 4 * heads
+    kv = int(getattr(hf_config, "num_key_value_heads", None) or heads) * (h // heads)
+    y1 = any(on[p] for p in PROJECTIONS[:3])
+    y2 = on["mlp.gate_proj"] or on["mlp.up_proj"]
+    wide, lin = (4, 2) if precision == "bf16-mixed" else (4, 4)   # fp32 residual/norms; linear in/out dtype
+    resid = wide * h * (2 + on["norm1"] + on["norm2"])            # x, r1 (+ normed1, normed2)
+    attn = lin * (h * (1 + y1) + 2 * kv + h) + 4 * heads           # (y1), q, k, v, out (o_proj reads a view); lse
+    mlp = lin * (h * y2 + f * (3 + on["mlp.down_proj"]))          # (y2), gate, up, SiLU(gate), (product)
+    return resid + attn + mlp
 
 
 def plan(model: nn.Module, hf_config: Any, setup: Setup) -> dict[str, float]:
@@ -166,12 +186,14 @@ def plan(model: nn.Module, hf_config: Any, setup: Setup) -> dict[str, float]:
         unsharded = 2 * unit_max * (compute_bytes + compute_bytes + 4)  # params + grads + fp32 reduce copy
 
     h, vocab = int(hf_config.hidden_size), int(hf_config.vocab_size)
-    per_tok = token_bytes_per_layer(hf_config, setup.precision)
     autocast_copy = mixed and setup.strategy != "fsdp"
-    wside = [weight_side_saved_bytes(layer) + (2 * st["linear"].get(i, 0) if autocast_copy else 0)
-             for i, layer in enumerate(layers)]
-    layer_acts = [per_tok * tok + w for w in wside]                   # one layer, everything it saves
-    final = 4 * 3 * h * tok                                           # final norm: input, normed, output
+    layer_acts = []                                                   # one layer, everything it saves
+    for layer in layers:
+        copies = sum(layer.get_submodule(p).weight.numel() for p in PROJECTIONS) if autocast_copy else 0
+        layer_acts.append(token_bytes_per_layer(hf_config, setup.precision, layer_flags(layer)) * tok
+                          + weight_side_saved_bytes(layer) + 2 * copies)
+    norm, head = _final_parts(model)
+    final = (4 + 4 * norm + (2 if mixed else 4) * head) * h * tok     # final norm: input (+ normed, output)
     loss = 3 * 4 * vocab * tok                                        # three (B·T, V) fp32 tensors
     resid = 4 * h * tok                                               # a checkpointed layer's input (fp32)
     acts_full = sum(layer_acts) + final + loss
@@ -192,6 +214,13 @@ def plan(model: nn.Module, hf_config: Any, setup: Setup) -> dict[str, float]:
             "ddp_buckets": buckets, "fsdp_unsharded": unsharded, "activations": acts,
             "activations_no_ckpt": acts_full, "activations_ckpt": acts_ckpt, "per_device": peak,
             "params": float(total_params), "trainable": float(total_train)}
+
+
+def _final_parts(model: nn.Module) -> tuple[bool, bool]:
+    """Whether the final norm and the LM head train (then their inputs are saved)."""
+    head = model.get_output_embeddings()
+    norm = next((m for n, m in model.named_modules() if n.endswith("model.norm")), None)
+    return (norm is not None and _trains(norm)), (head is not None and _trains(head))
 
 
 def dominant(p: dict[str, float]) -> str:

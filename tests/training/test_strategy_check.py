@@ -23,7 +23,7 @@ CPU_FSDP = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-tru
 BAD = [  # (id, overrides, phrase of the one error line)
     ("deepspeed_apex", [*BASE, "method=apex", "trainer=deepspeed"], "use trainer=fsdp"),
     ("deepspeed_hft", [*BASE, "method=hft", "trainer=deepspeed"], "cannot run method=hft"),
-    ("deepspeed_gmt", [*BASE, "method=gmt", "trainer=deepspeed"], "cannot run method=gmt"),
+    ("deepspeed_gmt", [*BASE, "method=gmt", "trainer=deepspeed"], "masks p.grad"),
     ("deepspeed_on_cpu", [*BASE, "trainer=deepspeed", "trainer.accelerator=cpu"], "needs GPUs"),
     ("fsdp_cpu_one_device", [*BASE, *CPU_FSDP, "trainer.devices=1"], "trainer.devices=2"),
     ("unknown_strategy", [*BASE, "trainer.strategy=horovod"], "trainer.strategy=horovod is unknown"),
@@ -54,9 +54,11 @@ def test_check_strategy_accepts(overrides: list[str], tmp_path: Path) -> None:
 
 
 def test_capability_lives_on_the_method_classes() -> None:
-    rewrites = {n: build_method({"name": n}).rewrites_weights_in_place
-                for n in ("full", "apex", "s2", "lora", "hft", "gmt")}
-    assert rewrites == {"full": False, "apex": True, "s2": True, "lora": False, "hft": True, "gmt": True}
+    names = ("full", "apex", "s2", "lora", "hft", "gmt")
+    rewrites = {n: build_method({"name": n}).rewrites_weights_in_place for n in names}
+    grads = {n: build_method({"name": n}).edits_gradients for n in names}
+    assert rewrites == {"full": False, "apex": True, "s2": True, "lora": False, "hft": True, "gmt": False}
+    assert grads == {"full": False, "apex": False, "s2": False, "lora": False, "hft": True, "gmt": True}
 
 
 def test_processes_counts_devices_times_nodes(tmp_path: Path) -> None:

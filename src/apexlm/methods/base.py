@@ -52,6 +52,9 @@ class Method:
     # cannot run under a strategy that keeps its own master copy of the weights (DeepSpeed ZeRO's fp32
     # partitions are copied back over the parameters after each step and would undo every rewrite).
     rewrites_weights_in_place: bool = False
+    # True when the method edits `p.grad` before the optimizer step (masks): invisible to a strategy that keeps
+    # gradients in its own flat buffers (DeepSpeed ZeRO).
+    edits_gradients: bool = False
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg

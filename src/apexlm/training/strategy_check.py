@@ -6,7 +6,7 @@ fp32 master partitions of the weights and copies them back over the parameters a
 in-place fold / permute / reset of a trainable tensor is lost; its optimizer state is not keyed by the model's
 Parameters either). `check_strategy(cfg)` reads only the config (and whether a package / a GPU is there) and
 is called by `validate_config`. The capability it checks lives on the method classes
-(`Method.rewrites_weights_in_place`), so a new method declares it once.
+(`Method.rewrites_weights_in_place`, `Method.edits_gradients`), so a new method declares it once.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _int(value: Any, name: str, lo: int = 1) -> int:
 
 def processes(t: DictConfig) -> int:
     """Training processes the trainer config asks for: devices (int, list, 'auto') x num_nodes."""
-    nodes = _int(t.get("num_nodes", 1), "trainer.num_nodes")
+    nodes = t.get("num_nodes")  # null (no SLURM launcher) = one node
+    nodes = 1 if nodes is None else _int(nodes, "trainer.num_nodes")
     dev = t.get("devices", 1)
     if isinstance(dev, str) and dev.strip().lstrip("-").isdigit():
         dev = int(dev)
@@ -79,10 +80,14 @@ def check_strategy(cfg: DictConfig) -> None:
                           "trainer=fsdp or trainer=deepspeed")
     world = processes(t)
     if strategy.startswith("deepspeed"):
-        if _method_class(method).rewrites_weights_in_place:
+        cls = _method_class(method)
+        if cls.rewrites_weights_in_place:
             raise ConfigError(f"trainer=deepspeed cannot run method={method}: its stage transitions rewrite trainable "
                               "weights in place and ZeRO copies its fp32 master partitions back over them; use "
                               "trainer=fsdp")
+        if cls.edits_gradients:
+            raise ConfigError(f"trainer=deepspeed cannot run method={method}: it masks p.grad before each step and "
+                              "ZeRO keeps gradients in its own buffers; use trainer=fsdp")
         if accel not in GPU_ACCELERATORS:
             raise ConfigError("trainer=deepspeed needs GPUs (trainer.accelerator=gpu); on CPU use trainer=fsdp "
                               "trainer.accelerator=cpu trainer.devices=2")

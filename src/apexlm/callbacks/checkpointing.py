@@ -40,17 +40,23 @@ from apexlm.errors import ConfigError, DataError
 
 # ---- finding the checkpoint ------------------------------------------------------------------------
 def resolve_ckpt_path(cfg: Mapping[str, Any]) -> str | None:
-    """`ckpt_path` as a file: null -> None; "last" -> the newest last.ckpt of this experiment's runs."""
+    """`ckpt_path` as a checkpoint: a requeued job's own last.ckpt first; null -> None; "last" -> this run dir's
+    own last.ckpt, else (single run) the newest last.ckpt of this experiment's runs (training/job_checkpoint.py)."""
+    from apexlm.training.job_checkpoint import last_checkpoint, requeued_checkpoint
+
+    requeued = requeued_checkpoint()
+    if requeued is not None:
+        return requeued
     value = cfg.get("ckpt_path")
     if value is None or str(value) == "":
         return None
     if str(value) == "last":
-        root = Path(str(cfg["paths"]["log_dir"])) / str(cfg["experiment_name"]) / "runs"
-        found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(f"ckpt_path=last found no {root}/*/checkpoints/last.ckpt; train with "
+        root = Path(str(cfg["paths"]["log_dir"])) / str(cfg["experiment_name"])
+        decided, found = last_checkpoint(root)
+        if not decided:
+            raise ConfigError(f"ckpt_path=last found no {root / 'runs'}/*/checkpoints/last.ckpt; train with "
                               "callbacks.checkpoint.enabled=true first or give ckpt_path=<file.ckpt>")
-        return str(found[-1])
+        return found
     path = Path(str(value)).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={value} is not a checkpoint file; give an existing .ckpt or ckpt_path=last")

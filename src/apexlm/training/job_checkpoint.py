@@ -1,0 +1,76 @@
+"""Which checkpoint a job resumes from when it is a requeued SLURM job or asks for `ckpt_path=last`.
+
+Why: a preempted or timed-out SLURM job is requeued by submitit into the SAME job dir (a single run's
+`runs/<time>/`, a sweep job's `multiruns/<time>/<num>/`); it must continue from that dir's own
+`checkpoints/last.ckpt`, and a fresh job in a new dir must never pick up another job's checkpoint (a sweep's
+jobs differ in their overrides). Rules, in order:
+1. A requeued job (SLURM_RESTART_COUNT >= 1) that has its own `<run dir>/checkpoints/last.ckpt` resumes from it,
+   whatever `ckpt_path` says (an explicit `ckpt_path=<file>` was the first launch's starting point).
+2. `ckpt_path=last`: the run dir's own last.ckpt first; otherwise a sweep job starts fresh (its dir is new);
+   a single run takes the newest `<log_dir>/<experiment>/runs/*/checkpoints/last.ckpt` (as before).
+`last.ckpt` may be a file or, for sharded strategies, a directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("apexlm")
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def hydra_job() -> tuple[Path | None, bool]:
+    """(this job's run dir, whether it is a multirun job) from Hydra; (None, False) outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, False
+    hc = HydraConfig.get()
+    out = hc.runtime.get("output_dir")
+    return (Path(str(out)) if out else None), hc.get("mode") == RunMode.MULTIRUN
+
+
+def is_requeued() -> bool:
+    """SLURM sets SLURM_RESTART_COUNT >= 1 in a job it requeued (preemption, timeout via submitit)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) >= 1
+    except ValueError:
+        return False
+
+
+def own_last(run_dir: Path | None) -> Path | None:
+    """This run dir's own checkpoints/last.ckpt, if there is one."""
+    if run_dir is None:
+        return None
+    path = run_dir / LAST
+    return path if path.exists() else None
+
+
+def requeued_checkpoint(run_dir: Path | None = None, requeued: bool | None = None) -> str | None:
+    """Rule 1: the job's own last.ckpt when SLURM requeued it, else None."""
+    run_dir = run_dir if run_dir is not None else hydra_job()[0]
+    if not (is_requeued() if requeued is None else requeued):
+        return None
+    own = own_last(run_dir)
+    if own is not None:
+        log.info("requeued job: resuming from its own %s", own)
+    return str(own) if own is not None else None
+
+
+def last_checkpoint(experiment_root: Path, run_dir: Path | None = None,
+                    multirun: bool | None = None) -> tuple[bool, str | None]:
+    """Rule 2 (`ckpt_path=last`): (decided, path). decided=False: a single run found nothing (the caller errors)."""
+    job_dir, job_multi = hydra_job()
+    run_dir = run_dir if run_dir is not None else job_dir
+    multirun = job_multi if multirun is None else multirun
+    own = own_last(run_dir)
+    if own is not None:
+        return True, str(own)
+    if multirun:
+        log.info("ckpt_path=last: this sweep job has no checkpoint of its own yet; starting from step 0")
+        return True, None
+    found = sorted((experiment_root / "runs").glob(f"*/{LAST}"), key=lambda p: p.stat().st_mtime)
+    return (True, str(found[-1])) if found else (False, None)

@@ -88,3 +88,12 @@ def test_plan_matches_measured_peak_on_cpu() -> None:
         planned = plan(model, model.config, Setup("single", 1, 128, 4, "cpu", "32-true"))["per_device"]
         measured = measure("micro", method, torch.device("cpu"), 3, 4, 128, False)
         assert 0.85 <= planned / measured <= 1.15, (method, planned, measured)
+
+
+@pytest.mark.parametrize("model", ["hf", "llama2_7b", "tinyllama_1b"])
+def test_hub_model_configs_checkpoint_by_default(model: str) -> None:
+    """The 7B placement assumes it (builders.build_model calls gradient_checkpointing_enable; APEX's scores
+    count a recomputed layer once: tests/apex/test_scoring.py::test_gradient_checkpoint_recompute_not_counted_twice)."""
+    import yaml
+
+    assert yaml.safe_load((ROOT / "configs" / "model" / f"{model}.yaml").read_text())["gradient_checkpointing"]

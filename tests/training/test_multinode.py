@@ -28,7 +28,7 @@ def test_without_slurm_defaults_hold(tmp_path: Path) -> None:
     assert kw["num_nodes"] == 3
 
 
-# ---- which checkpoint a (requeued) job resumes from (training/job_checkpoint.py) -------------------------
+# ---- which checkpoint a (requeued) job resumes from (training/find_checkpoint.py) -------------------------
 def _ckpt(run_dir: Path) -> Path:
     path = run_dir / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
@@ -37,7 +37,7 @@ def _ckpt(run_dir: Path) -> Path:
 
 
 def test_sweep_job_takes_its_own_checkpoint_never_a_siblings(tmp_path: Path) -> None:
-    from apexlm.training.job_checkpoint import last_checkpoint
+    from apexlm.training.find_checkpoint import last_checkpoint
 
     root = tmp_path / "exp"
     sweep = root / "multiruns" / "2026-01-01_00-00-00-000000"
@@ -52,7 +52,7 @@ def test_sweep_job_takes_its_own_checkpoint_never_a_siblings(tmp_path: Path) -> 
 def test_single_run_prefers_its_own_dir_then_the_newest_run(tmp_path: Path) -> None:
     import os
 
-    from apexlm.training.job_checkpoint import last_checkpoint
+    from apexlm.training.find_checkpoint import last_checkpoint
 
     root = tmp_path / "exp"
     old, new = _ckpt(root / "runs" / "a"), _ckpt(root / "runs" / "b")
@@ -64,7 +64,7 @@ def test_single_run_prefers_its_own_dir_then_the_newest_run(tmp_path: Path) -> N
 
 def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path: Path, monkeypatch) -> None:
     """Through resolve_ckpt_path: SLURM_RESTART_COUNT>=1 + own last.ckpt wins over ckpt_path=<file>/null."""
-    from apexlm.callbacks.checkpointing import resolve_ckpt_path
+    from apexlm.training.find_checkpoint import resolve_ckpt_path
 
     run_dir = tmp_path / "logs" / "multiruns" / "t" / "3"
     own = _ckpt(run_dir)

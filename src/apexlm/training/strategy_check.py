@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from apexlm.errors import ConfigError
+from apexlm.methods import method_class
 
 # Lightning's registry names this project runs (trainer configs: cpu, gpu, ddp, fsdp, deepspeed) and the
 # sharded strategy's own names. Anything else is refused here instead of deep inside Lightning.
@@ -24,21 +25,6 @@ KNOWN = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_find_unused_parameter
          "ddp_find_unused_parameters_false", "fsdp", "fsdp2", "model_parallel", "deepspeed", "deepspeed_stage_1",
          "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 GPU_ACCELERATORS = ("gpu", "cuda")
-
-
-def _method_class(name: str) -> type:
-    """The Method class behind `method.name` (imported lazily, as `build_method` does)."""
-    if name in ("apex", "s2"):
-        from apexlm.methods.apex import ApexMethod as cls
-    elif name == "hft":
-        from apexlm.methods.hft import HftMethod as cls
-    elif name == "gmt":
-        from apexlm.methods.gmt import GmtMethod as cls
-    elif name in ("lora", "dora", "pissa"):
-        from apexlm.methods.peft_adapters import PeftAdapterMethod as cls
-    else:
-        from apexlm.methods.full import FullMethod as cls
-    return cls
 
 
 def _int(value: Any, name: str, lo: int = 1) -> int:
@@ -80,7 +66,7 @@ def check_strategy(cfg: DictConfig) -> None:
                           "trainer=fsdp or trainer=deepspeed")
     world = processes(t)
     if strategy.startswith("deepspeed"):
-        cls = _method_class(method)
+        cls = method_class(method)
         if cls.rewrites_weights_in_place:
             raise ConfigError(f"trainer=deepspeed cannot run method={method}: its stage transitions rewrite trainable "
                               "weights in place and ZeRO copies its fp32 master partitions back over them; use "

@@ -1,4 +1,4 @@
-"""Which checkpoint a job resumes from when it is a requeued SLURM job or asks for `ckpt_path=last`.
+"""Finding the checkpoint a run resumes from: a requeued job's own, `ckpt_path=<file>` or `ckpt_path=last`.
 
 Why: a preempted or timed-out SLURM job is requeued by submitit into the SAME job dir (a single run's
 `runs/<time>/`, a sweep job's `multiruns/<time>/<num>/`); it must continue from that dir's own
@@ -6,16 +6,21 @@ Why: a preempted or timed-out SLURM job is requeued by submitit into the SAME jo
 jobs differ in their overrides). Rules, in order:
 1. A requeued job (SLURM_RESTART_COUNT >= 1) that has its own `<run dir>/checkpoints/last.ckpt` resumes from it,
    whatever `ckpt_path` says (an explicit `ckpt_path=<file>` was the first launch's starting point).
-2. `ckpt_path=last`: the run dir's own last.ckpt first; otherwise a sweep job starts fresh (its dir is new);
-   a single run takes the newest `<log_dir>/<experiment>/runs/*/checkpoints/last.ckpt` (as before).
-`last.ckpt` may be a file or, for sharded strategies, a directory.
+2. `ckpt_path=null` -> None; `ckpt_path=<file>` -> that file.
+3. `ckpt_path=last`: the run dir's own last.ckpt first; otherwise a sweep job starts fresh (its dir is new);
+   a single run takes the newest `<log_dir>/<experiment>/runs/*/checkpoints/last.ckpt`.
+An own `last.ckpt` may be a file or, for sharded strategies, a directory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from apexlm.errors import ConfigError
 
 log = logging.getLogger("apexlm")
 LAST = Path("checkpoints") / "last.ckpt"
@@ -74,3 +79,24 @@ def last_checkpoint(experiment_root: Path, run_dir: Path | None = None,
         return True, None
     found = sorted((experiment_root / "runs").glob(f"*/{LAST}"), key=lambda p: p.stat().st_mtime)
     return (True, str(found[-1])) if found else (False, None)
+
+
+def resolve_ckpt_path(cfg: Mapping[str, Any]) -> str | None:
+    """The checkpoint this run resumes from (rules in the module docstring), or None for a fresh start."""
+    requeued = requeued_checkpoint()
+    if requeued is not None:
+        return requeued
+    value = cfg.get("ckpt_path")
+    if value is None or str(value) == "":
+        return None
+    if str(value) == "last":
+        root = Path(str(cfg["paths"]["log_dir"])) / str(cfg["experiment_name"])
+        decided, found = last_checkpoint(root)
+        if not decided:
+            raise ConfigError(f"ckpt_path=last found no {root / 'runs'}/*/checkpoints/last.ckpt; train with "
+                              "callbacks.checkpoint.enabled=true first or give ckpt_path=<file.ckpt>")
+        return found
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={value} is not a checkpoint file; give an existing .ckpt or ckpt_path=last")
+    return str(path)

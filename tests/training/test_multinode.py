@@ -76,3 +76,9 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path: Path, monkeypatc
     assert resolve_ckpt_path(compose_cfg([*BASE, "ckpt_path=null"], run_dir)) == str(own)
     fresh = compose_cfg([*BASE, "ckpt_path=null"], tmp_path / "logs" / "multiruns" / "t" / "4")
     assert resolve_ckpt_path(fresh) is None  # requeued but nothing of its own: from step 0
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    _ckpt(tmp_path / "logs" / "exp" / "runs" / "single")
+    sweep_job = compose_cfg([*BASE, "ckpt_path=last", "experiment_name=exp", f"paths.log_dir={tmp_path / 'logs'}"],
+                            tmp_path / "logs" / "exp" / "multiruns" / "t" / "5")
+    assert resolve_ckpt_path(sweep_job) is None  # a sweep job's dir is new: never another run's checkpoint
+    assert resolve_ckpt_path({**dict(sweep_job), "paths": {"log_dir": str(tmp_path / "logs")}}) is not None

@@ -9,7 +9,9 @@ jobs differ in their overrides). Rules, in order:
 2. `ckpt_path=null` -> None; `ckpt_path=<file>` -> that file.
 3. `ckpt_path=last`: the run dir's own last.ckpt first; otherwise a sweep job starts fresh (its dir is new);
    a single run takes the newest `<log_dir>/<experiment>/runs/*/checkpoints/last.ckpt`.
-An own `last.ckpt` may be a file or, for sharded strategies, a directory.
+The run dir is the run's own `paths.output_dir` (Hydra's output dir), never a process-wide setting, so a config
+without one (a plain mapping) has no own checkpoint. An own `last.ckpt` may be a file or, for sharded
+strategies, a directory.
 """
 
 from __future__ import annotations
@@ -26,16 +28,28 @@ log = logging.getLogger("apexlm")
 LAST = Path("checkpoints") / "last.ckpt"
 
 
-def hydra_job() -> tuple[Path | None, bool]:
-    """(this job's run dir, whether it is a multirun job) from Hydra; (None, False) outside a Hydra app."""
+def run_dir_of(cfg: Mapping[str, Any]) -> tuple[Path | None, bool]:
+    """(this run's dir, whether it is a sweep job), from the run's own config (`paths.output_dir`, Hydra's
+    output dir); (None, False) when the config has none (a plain mapping, no Hydra app)."""
+    try:
+        out = (cfg.get("paths") or {}).get("output_dir")
+    except ValueError:  # ${hydra:...} outside a Hydra app
+        out = None
+    if not out:
+        return None, False
+    run_dir = Path(str(out))
+    return run_dir, run_dir.parent.parent.name == "multiruns" or _hydra_multirun(run_dir)
+
+
+def _hydra_multirun(run_dir: Path) -> bool:
+    """Hydra's mode, if Hydra is running this very job (sweep dirs may be configured elsewhere)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return None, False
+        return False
     hc = HydraConfig.get()
-    out = hc.runtime.get("output_dir")
-    return (Path(str(out)) if out else None), hc.get("mode") == RunMode.MULTIRUN
+    return hc.get("mode") == RunMode.MULTIRUN and Path(str(hc.runtime.get("output_dir"))) == run_dir
 
 
 def is_requeued() -> bool:
@@ -54,9 +68,8 @@ def own_last(run_dir: Path | None) -> Path | None:
     return path if path.exists() else None
 
 
-def requeued_checkpoint(run_dir: Path | None = None, requeued: bool | None = None) -> str | None:
+def requeued_checkpoint(run_dir: Path | None, requeued: bool | None = None) -> str | None:
     """Rule 1: the job's own last.ckpt when SLURM requeued it, else None."""
-    run_dir = run_dir if run_dir is not None else hydra_job()[0]
     if not (is_requeued() if requeued is None else requeued):
         return None
     own = own_last(run_dir)
@@ -65,12 +78,8 @@ def requeued_checkpoint(run_dir: Path | None = None, requeued: bool | None = Non
     return str(own) if own is not None else None
 
 
-def last_checkpoint(experiment_root: Path, run_dir: Path | None = None,
-                    multirun: bool | None = None) -> tuple[bool, str | None]:
-    """Rule 2 (`ckpt_path=last`): (decided, path). decided=False: a single run found nothing (the caller errors)."""
-    job_dir, job_multi = hydra_job()
-    run_dir = run_dir if run_dir is not None else job_dir
-    multirun = job_multi if multirun is None else multirun
+def last_checkpoint(experiment_root: Path, run_dir: Path | None, multirun: bool) -> tuple[bool, str | None]:
+    """Rule 3 (`ckpt_path=last`): (decided, path). decided=False: a single run found nothing (the caller errors)."""
     own = own_last(run_dir)
     if own is not None:
         return True, str(own)
@@ -83,7 +92,8 @@ def last_checkpoint(experiment_root: Path, run_dir: Path | None = None,
 
 def resolve_ckpt_path(cfg: Mapping[str, Any]) -> str | None:
     """The checkpoint this run resumes from (rules in the module docstring), or None for a fresh start."""
-    requeued = requeued_checkpoint()
+    run_dir, multirun = run_dir_of(cfg)
+    requeued = requeued_checkpoint(run_dir)
     if requeued is not None:
         return requeued
     value = cfg.get("ckpt_path")
@@ -91,7 +101,7 @@ def resolve_ckpt_path(cfg: Mapping[str, Any]) -> str | None:
         return None
     if str(value) == "last":
         root = Path(str(cfg["paths"]["log_dir"])) / str(cfg["experiment_name"])
-        decided, found = last_checkpoint(root)
+        decided, found = last_checkpoint(root, run_dir, multirun)
         if not decided:
             raise ConfigError(f"ckpt_path=last found no {root / 'runs'}/*/checkpoints/last.ckpt; train with "
                               "callbacks.checkpoint.enabled=true first or give ckpt_path=<file.ckpt>")

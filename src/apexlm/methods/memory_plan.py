@@ -24,7 +24,8 @@ eight GPUs. The plan counts, per device, in bytes:
   inputs/outputs are bf16, and every projection weight is also held as a saved bf16 autocast copy (not under
   FSDP, whose all-gather is already bf16).
   Weight-side tensors a method saves per forward (APEX's effective W' = f(W, s2, M), DoRA's norms) are
-  measured by tracing each projection's forward on the meta device with one token.
+  measured by tracing each projection's forward on the meta device with one token, at the parameters' dtype
+  (float32: an upper bound under bf16-mixed).
   Loss: three (B·T, V) float32 tensors are alive at the loss (logits, the shifted copy / its gradient, the
   log-softmax). Gradient checkpointing (HF, per decoder layer) keeps only each layer's input and recomputes
   one layer at a time in backward.

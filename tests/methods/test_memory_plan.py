@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from apexlm.methods import build_method
-from apexlm.methods.memory_plan import GB, Setup, format_plan, plan, weight_side_saved_bytes
+from apexlm.methods.memory_plan import GB, Setup, format_plan, method_saved_bytes, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
@@ -53,10 +53,12 @@ def test_activations_scale_with_tokens_and_checkpointing_cuts_them() -> None:
     assert ck["activations"] == ck["activations_ckpt"] < ck["activations_no_ckpt"]
 
 
-def test_apex_wrappers_save_weight_side_tensors() -> None:
-    plain, apex = meta("full", **SMALL), meta("apex", **SMALL)
-    assert weight_side_saved_bytes(plain.model.layers[0]) < 64 * 64 * 4 // 10  # inputs of 1 token only
-    assert weight_side_saved_bytes(apex.model.layers[0]) > 64 * 64 * 4  # effective weights W'
+def test_method_saved_bytes_split_weight_side_and_per_token() -> None:
+    plain, apex, lora = meta("full", **SMALL), meta("apex", **SMALL), meta("lora", **SMALL)
+    assert method_saved_bytes(plain.model.layers[0]) == (0, 0)  # nn.Linear keeps only its input
+    wside, per_tok = method_saved_bytes(apex.model.layers[0])
+    assert wside > 64 * 64 * 4 and per_tok == 0  # effective weights W', nothing per token
+    assert method_saved_bytes(lora.base_model.model.model.layers[0]) == (0, 7 * 16 * 4)  # x·A, r=16, 7 linears
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ eight GPUs. The plan counts, per device, in bytes:
   elements. Under bf16-mixed the residual stream and the RMSNorm values stay float32 and the linear
   inputs/outputs are bf16, and every projection weight is also held as a saved bf16 autocast copy (not under
   FSDP, whose all-gather is already bf16).
-  Weight-side tensors a method saves per forward (APEX's effective W' = f(W, s2, M), DoRA's norms) are
-  measured by tracing each projection's forward on the meta device with one token, at the parameters' dtype
-  (float32: an upper bound under bf16-mixed).
+  What a method's projection modules save beyond their input is traced on the meta device with one and two
+  tokens, which splits it into a weight-side part (APEX's effective W' = f(W, s2, M), DoRA's norms) and a
+  per-token part (LoRA's x·A), at the parameters' dtype (float32: an upper bound under bf16-mixed).
   Loss: three (B·T, V) float32 tensors are alive at the loss (logits, the shifted copy / its gradient, the
   log-softmax). Gradient checkpointing (HF, per decoder layer) keeps only each layer's input and recomputes
   one layer at a time in backward.
@@ -104,15 +104,15 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     raise ValueError("no decoder `layers` ModuleList found in the model")
 
 
-def weight_side_saved_bytes(layer: nn.Module) -> int:
-    """Bytes the layer's projections save for backward beyond their input: traced on meta with one token.
+def _traced_bytes(layer: nn.Module, tokens: int) -> int:
+    """Bytes the layer's projections save for backward beyond their inputs, for `tokens` tokens, on meta.
 
-    Plain nn.Linear saves only its input (counted by the token model), so this is ~0 for full fine-tuning;
-    APEX wrappers save the effective weights they build each forward (method §3). Tensors that are (views of)
-    parameters or buffers are not counted: they are already in `weights`.
+    Tensors that are (views of) parameters or buffers are not counted (they are in `weights`), nor the
+    projection's input (the token model counts it).
     """
     owned = {id(t) for t in (*layer.parameters(), *layer.buffers())}
     saved: dict[int, torch.Tensor] = {}
+    inputs: list[torch.Tensor] = []  # kept alive: a freed input's id could be reused by a saved tensor
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         base = t._base if t._base is not None else t
@@ -125,10 +125,21 @@ def weight_side_saved_bytes(layer: nn.Module) -> int:
             mod = layer.get_submodule(path)
             width = getattr(mod, "in_features", None) or mod.weight.shape[1]
             dtype = next(mod.parameters()).dtype
-            x = torch.zeros(1, int(width), device="meta", dtype=dtype, requires_grad=True)  # (1 token, in)
-            owned.add(id(x))  # the input is the token model's
+            x = torch.zeros(tokens, int(width), device="meta", dtype=dtype, requires_grad=True)  # (tokens, in)
+            owned.add(id(x))
+            inputs.append(x)
             mod(x)
     return sum(t.numel() * t.element_size() for t in saved.values())
+
+
+def method_saved_bytes(layer: nn.Module) -> tuple[int, int]:
+    """(weight-side bytes, extra bytes per token) a method's projection modules save, traced with 1 and 2 tokens.
+
+    Plain nn.Linear saves only its input: (0, 0). APEX wrappers save the effective weights they build each
+    forward (method §3): weight-side. LoRA/DoRA save their rank-r intermediate x·A: per token.
+    """
+    one, two = _traced_bytes(layer, 1), _traced_bytes(layer, 2)
+    return max(0, 2 * one - two), max(0, two - one)
 
 
 def _trains(mod: nn.Module) -> bool:
@@ -191,8 +202,9 @@ def plan(model: nn.Module, hf_config: Any, setup: Setup) -> dict[str, float]:
     layer_acts = []                                                   # one layer, everything it saves
     for layer in layers:
         copies = sum(layer.get_submodule(p).weight.numel() for p in PROJECTIONS) if autocast_copy else 0
-        layer_acts.append(token_bytes_per_layer(hf_config, setup.precision, layer_flags(layer)) * tok
-                          + weight_side_saved_bytes(layer) + 2 * copies)
+        wside, per_tok = method_saved_bytes(layer)
+        layer_acts.append((token_bytes_per_layer(hf_config, setup.precision, layer_flags(layer)) + per_tok) * tok
+                          + wside + 2 * copies)
     norm, head = _final_parts(model)
     final = (4 + 4 * norm + (2 if mixed else 4) * head) * h * tok     # final norm: input (+ normed, output)
     loss = 3 * 4 * vocab * tok                                        # three (B·T, V) fp32 tensors

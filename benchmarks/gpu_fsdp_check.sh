@@ -2,7 +2,8 @@
 # Real train.py on one GPU: trainer=gpu and trainer=fsdp (FSDP2, world size 1) x apex_cpt / apex_it at ~125M,
 # bf16, 3 stages (two in-place transitions) and export; peak memory beside the memory plan's figure.
 #   bash benchmarks/gpu_fsdp_check.sh            # GPU (~4 runs x <1 min after imports)
-#   bash benchmarks/gpu_fsdp_check.sh --dry-run  # or DRY_RUN=1: CPU, micro shapes, same four runs
+#   bash benchmarks/gpu_fsdp_check.sh --dry-run  # or DRY_RUN=1: CPU, micro shapes, same four runs (FSDP on
+#                                                # 2 gloo processes: one CPU process is refused)
 # gpu_check.sh calls it with one line:  bash benchmarks/gpu_fsdp_check.sh "$@"
 # Writes $OUT/gpu_fsdp_check.json (OUT defaults to ./gpu_out) and prints one row per run. The plan column is
 # `python -m apexlm.budget ... --memory` (last line per_device_gb=...); "n/a" where that CLI is not available.
@@ -27,8 +28,8 @@ if [ "$DRY" = 1 ]; then   # CPU, the micro model of tests/conftest.py
   RUN=(trainer.max_steps=6 data.batch_size=2 data.max_train_samples=64 trainer.limit_val_batches=2
        trainer.val_check_interval=3 method.assess_samples=8)
   GPU_TRAINER=(trainer=cpu)
-  FSDP_TRAINER=(trainer=fsdp trainer.accelerator=cpu trainer.devices=1)
-  SEQ=64; MB=2
+  FSDP_TRAINER=(trainer=fsdp trainer.accelerator=cpu trainer.devices=2)   # FSDP on CPU needs >= 2 gloo ranks
+  FSDP_DEVICES=2; SEQ=64; MB=2
 else                      # ~125M LLaMA (12 x 768, d_ff 3072, vocab 8192), bf16
   SHAPE=(model.hidden_size=768 model.num_hidden_layers=12 model.num_attention_heads=12 model.num_key_value_heads=12
          model.intermediate_size=3072 model.max_position_embeddings=1024 data.block_size=512 threads=4)
@@ -36,7 +37,7 @@ else                      # ~125M LLaMA (12 x 768, d_ff 3072, vocab 8192), bf16
        method.assess_samples=64)
   GPU_TRAINER=(trainer=gpu trainer.precision=bf16-mixed)
   FSDP_TRAINER=(trainer=fsdp trainer.devices=1 trainer.precision=bf16-mixed)
-  SEQ=512; MB=8
+  FSDP_DEVICES=1; SEQ=512; MB=8
 fi
 COMMON=(model=tiny model.pretrained=null "${SHAPE[@]}" "${RUN[@]}" method.stages=3 export=true logger=csv
         callbacks.checkpoint.enabled=false callbacks.rich_progress=false trainer.enable_progress_bar=false)
@@ -44,14 +45,15 @@ COMMON=(model=tiny model.pretrained=null "${SHAPE[@]}" "${RUN[@]}" method.stages
 rows=()
 for exp in apex_cpt apex_it; do
   for strat in gpu fsdp; do
-    if [ "$strat" = gpu ]; then T=("${GPU_TRAINER[@]}"); PLAN_STRATEGY=ddp; else T=("${FSDP_TRAINER[@]}"); PLAN_STRATEGY=fsdp; fi
+    if [ "$strat" = gpu ]; then T=("${GPU_TRAINER[@]}"); PLAN_STRATEGY=ddp; NDEV=1
+    else T=("${FSDP_TRAINER[@]}"); PLAN_STRATEGY=fsdp; NDEV=$FSDP_DEVICES; fi
     dir="$OUT/fsdp_check/${exp}_${strat}"
     rm -rf "$dir"; mkdir -p "$dir"
     t0=$(date +%s)
     status=0
     "$PY" train.py "experiment=$exp" "${COMMON[@]}" "${T[@]}" "paths.log_dir=$dir/logs" > "$dir/train.log" 2>&1 || status=$?
     plan=$("$PY" -m apexlm.budget model=tiny model.pretrained=null "${SHAPE[@]}" "experiment=$exp" --memory \
-             --devices 1 --strategy "$PLAN_STRATEGY" --seq "$SEQ" --micro-batch "$MB" 2>/dev/null \
+             --devices "$NDEV" --strategy "$PLAN_STRATEGY" --seq "$SEQ" --micro-batch "$MB" 2>/dev/null \
            | sed -n 's/^per_device_gb=//p' | tail -1) || true
     rows+=("$exp $strat $status $(( $(date +%s) - t0 )) ${plan:-n/a} $dir")
   done

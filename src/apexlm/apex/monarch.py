@@ -3,6 +3,7 @@
 M = (block-diagonal factor 2) · (stride permutation) · (block-diagonal factor 1), with nb blocks of size
 b = n/nb, nb the divisor of n nearest √n (smaller on ties). It is applied to row vectors: `mixer(x)`
 returns x·Mᵀ for x (..., n), at a cost of 2·n·b multiply-adds per row, never materialising M.
+`mix(x, *factors())` is the same map with the factors passed in (method §3.1); every mixer has both.
 """
 
 from __future__ import annotations
@@ -87,12 +88,20 @@ class Monarch(nn.Module):
             init_uniform_(self.blkdiag1, 0.0, gen)
             init_uniform_(self.blkdiag2, 0.0, gen)
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        """The trainable tensors `mix` takes, in order (the expanded linear's autograd passes them)."""
+        return (self.blkdiag1, self.blkdiag2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., n) → x·Mᵀ (..., n); the factors are cast to x's dtype (float32 folds, §4)."""
+        return self.mix(x, self.blkdiag1, self.blkdiag2)
+
+    def mix(self, x: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor) -> torch.Tensor:
+        """`forward` with the factors given explicitly (so a custom backward can re-run it on copies)."""
         nb, b = self.nblocks, self.block
         lead = x.shape[:-1]
-        w1 = self.blkdiag1.to(x.dtype)                          # (nb, b, b)
-        w2 = self.blkdiag2.to(x.dtype)                          # (nb, b, b)
+        w1 = blkdiag1.to(x.dtype)                               # (nb, b, b)
+        w2 = blkdiag2.to(x.dtype)                               # (nb, b, b)
         h = x.reshape(-1, nb, b).transpose(0, 1)                # (nb, R, b)   chunk j
         h = torch.bmm(h, w1.transpose(1, 2))                    # (nb, R, b)   y_j = W1[j] @ chunk
         h = h.transpose(0, 1).reshape(-1, b, nb)                # (R, b, nb)   [s, l] = flat s*nb + l

@@ -13,7 +13,9 @@ forward + backward (input gradient included, as for a middle layer) + AdamW step
     apex_cpt APEX CPT (configs/experiment/apex_cpt.yaml: base trains, k 0.125, no s2)
 
 Variants are interleaved (order reversed every round) for `--rounds` rounds after one warm-up step each;
-each ratio is the median over rounds of the per-round ratio, with its min–max spread. Extra saved
+each ratio is the median over rounds of the per-round ratio of process CPU time (with one thread the work
+done, far less disturbed by other processes than wall time, which is printed beside it), with its
+min–max spread. Extra saved
 activations: bytes autograd saves for backward (non-parameter storages, counted once) minus the plain
 layer's. Prints `operator_overhead[cpt]=` (APEX CPT / full) and `operator_overhead[it]=` (APEX IT / full).
 """
@@ -77,6 +79,7 @@ class LayerRunner:
             self.pe = self.model.model.rotary_emb(self.x, pos)
         self.pos = pos
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
 
     def forward(self) -> torch.Tensor:
         out = self.layer(self.x, attention_mask=None, position_ids=self.pos, position_embeddings=self.pe)
@@ -91,9 +94,10 @@ class LayerRunner:
         self.x.grad = None
 
     def timed_step(self) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         self.step()
         self.times.append(time.perf_counter() - t0)
+        self.cpu_times.append(time.process_time() - c0)
 
     def saved_bytes(self) -> int:
         """Bytes of the non-parameter tensors autograd saves in one forward (each storage once)."""
@@ -132,14 +136,17 @@ def run_layer_bench(rounds: int = 5, tokens: int = 1024, log=print) -> dict[str,
         log(f"[1b-layer] round {i + 1}/{rounds}")
         for r in order if i % 2 == 0 else order[::-1]:
             r.timed_step()
-    t = {v: r.times for v, r in runners.items()}
-    res: dict[str, Any] = {"tokens": tokens, "rounds": rounds,
-                           "step_s": {v: statistics.median(x) for v, x in t.items()},
-                           "step_s_all": t, "saved_mb": {v: b / 2**20 for v, b in saved.items()},
+    t = {v: r.cpu_times for v, r in runners.items()}
+    wall = {v: r.times for v, r in runners.items()}
+    res: dict[str, Any] = {"tokens": tokens, "rounds": rounds, "clock": "process CPU time",
+                           "step_s": {v: statistics.median(x) for v, x in t.items()}, "step_s_all": t,
+                           "wall_s": {v: statistics.median(x) for v, x in wall.items()}, "wall_s_all": wall,
+                           "saved_mb": {v: b / 2**20 for v, b in saved.items()},
                            "trainable": {v: r.trainable for v, r in runners.items()}}
-    res["ratios"] = {"cpt": _ratio_stats(t["apex_cpt"], t["full"]), "it": _ratio_stats(t["apex_it"], t["full"]),
-                     "it_vs_s2": _ratio_stats(t["apex_it"], t["s2"]),
-                     "frozen": _ratio_stats(t["frozen"], t["full"]), "s2": _ratio_stats(t["s2"], t["full"])}
+    pairs = {"cpt": ("apex_cpt", "full"), "it": ("apex_it", "full"), "it_vs_s2": ("apex_it", "s2"),
+             "frozen": ("frozen", "full"), "s2": ("s2", "full")}
+    res["ratios"] = {k: _ratio_stats(t[a], t[b]) for k, (a, b) in pairs.items()}
+    res["wall_ratios"] = {k: _ratio_stats(wall[a], wall[b]) for k, (a, b) in pairs.items()}
     plain = saved["full"]
     res["extra_saved"] = {v: (saved[v] - plain) / plain for v in ("apex_it", "apex_cpt", "s2")}
     return res
@@ -148,17 +155,22 @@ def run_layer_bench(rounds: int = 5, tokens: int = 1024, log=print) -> dict[str,
 def format_layer(res: dict[str, Any]) -> str:
     """The table and the `operator_overhead[...]=` lines."""
     lines = [f"one TinyLlama-1.1B-shaped decoder layer, {res['tokens']} tokens, fwd+bwd+AdamW, fp32, "
-             f"{torch.get_num_threads()} thread(s), {res['rounds']} interleaved rounds",
-             f"{'variant':<10} {'trainable':>11} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'saved MB':>9}"]
+             f"{torch.get_num_threads()} thread(s), {res['rounds']} interleaved rounds; ratios of process CPU "
+             "time (1 thread: the work done; wall time, which other processes' load distorts, beside it)",
+             f"{'variant':<10} {'trainable':>11} {'cpu ms':>9} {'min':>8} {'max':>8} {'wall ms':>9} "
+             f"{'saved MB':>9}"]
     for v in VARIANTS:
         xs = res["step_s_all"][v]
-        lines.append(f"{v:<10} {res['trainable'][v] / 1e6:10.2f}M {1e3 * res['step_s'][v]:10.1f} "
-                     f"{1e3 * min(xs):8.1f} {1e3 * max(xs):8.1f} {res['saved_mb'][v]:9.1f}")
+        lines.append(f"{v:<10} {res['trainable'][v] / 1e6:10.2f}M {1e3 * res['step_s'][v]:9.1f} "
+                     f"{1e3 * min(xs):8.1f} {1e3 * max(xs):8.1f} {1e3 * res['wall_s'][v]:9.1f} "
+                     f"{res['saved_mb'][v]:9.1f}")
     names = {"cpt": "APEX CPT / vanilla", "it": "APEX IT / full FT", "it_vs_s2": "APEX IT / s2-only",
              "s2": "s2-only / full FT", "frozen": "frozen plain / full FT"}
     for key, label in names.items():
         med, lo, hi = res["ratios"][key]
-        lines.append(f"{label:<24} {med:.3f}x  (per-round min {lo:.3f}, max {hi:.3f})")
+        wmed, wlo, whi = res["wall_ratios"][key]
+        lines.append(f"{label:<24} {med:.3f}x  (per-round min {lo:.3f}, max {hi:.3f}; wall {wmed:.3f}x, "
+                     f"{wlo:.3f}–{whi:.3f})")
     for v, frac in res["extra_saved"].items():
         lines.append(f"extra saved activations {v}: {100 * frac:+.1f} % of the plain layer's")
     lines.append(f"operator_overhead[cpt]={res['ratios']['cpt'][0]:.4f}")

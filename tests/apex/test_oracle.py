@@ -4,6 +4,7 @@ For IT and CPT, MHA and GQA, LLaMA with biases everywhere and Qwen2 (q/k/v biase
 every operator: outputs and every gradient (base weights and biases, s2, vec, scale, the mixer factors,
 the input embeddings' gradient as the input's) equal the oracle's to 1e-10 relative, at random (non-identity)
 operator values, then again after a stage transition (fold → reselect → permute) at new random values.
+The formulation used under torch.compile (`forward_traceable`) is checked the same way.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def test_span_implementation_equals_oracle(kind: str, kv: int, cpt: bool, mix: b
     batch = _models.batch()
     _randomize_operators(apex, 0)
     seen = _compare(model, batch)
+    with pytest.MonkeyPatch.context() as mp:           # the compiled path's formulation, run eagerly
+        mp.setattr(ExpandedLinear, "forward", ExpandedLinear.forward_traceable)
+        _compare(model, batch)
     want = {"weight", "bias"} if cpt else {"s2"}
     want |= {"mixer_vec", "mixer_scale"} if op != "none" else set()
     want |= {"monarch": {"blkdiag1", "blkdiag2"}, "dense": {"matrix"}, "diagonal": {"diag"}}.get(op, set())

@@ -107,7 +107,24 @@ class ExpandedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.span == 0:
             return F.linear(x, self.weight, self.bias)
+        if torch.compiler.is_compiling():
+            return self.forward_traceable(x)
         return SpanLinear.apply(self._build, self.side, self.span, x, self.weight, self.bias, *self._ops())
+
+    def forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same split with plain autograd ops, for a compiled graph (method §3.7).
+
+        `SpanLinear` writes GEMMs into strided views and differentiates the build inside its backward,
+        which the compiler does not trace; here the compiler sees slices, two GEMMs and a concat (or a
+        sum) and fuses the slice-gradient bookkeeping itself.
+        """
+        w, b, s = self.weight, self.bias, self.span
+        if self.side == "col":
+            w_s, b_s = self._build(w[:s], None if b is None else b[:s], *self._ops())
+            rest = F.linear(x, w[s:], None if b is None else b[s:])                  # (..., out − s)
+            return torch.cat([F.linear(x, w_s, b_s), rest], dim=-1)                  # (..., out)
+        w_s, _ = self._build(w[:, :s], None, *self._ops())
+        return F.linear(x[..., :s], w_s) + F.linear(x[..., s:], w[:, s:], b)        # (..., out)
 
     def own_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters owned by this wrapper alone (not the shared operator)."""

@@ -93,6 +93,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     if ck.get("enabled", True):
         cb.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=int(ck.get("every_n_steps", 50))))
+    if cfg.trainer.get("compile"):  # trainer.compile: true | backend name (training/compile.py)
+        from apexlm.training.compile import CompileModel
+        cb.append(CompileModel(cfg.trainer.compile))
     if c.get("rich_progress", True) and cfg.trainer.get("enable_progress_bar", True):
         cb.append(RichProgressBar(leave=True))
     return cb

@@ -118,7 +118,7 @@ class LayerRunner:
 
 
 def _ratio_stats(num: list[float], den: list[float]) -> tuple[float, float, float]:
-    per = [a / b for a, b in zip(num, den)]
+    per = [a / b for a, b in zip(num, den, strict=True)]
     return statistics.median(per), min(per), max(per)
 
 

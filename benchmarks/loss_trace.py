@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(ref) != len(got):
             print(f"loss_trace: {len(got)} steps vs {len(ref)} in {a.compare}")
             return 1
-        rel = max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(got, ref))
+        rel = max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(got, ref, strict=True))
         print(f"max relative loss difference vs {a.compare}: {rel:.3e} (tolerance {a.rtol:g})")
         return 0 if rel <= a.rtol else 1
     return 0

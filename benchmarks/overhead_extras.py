@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from bench_common import autocast, loss_of, median, sync, timed, timed_both, train_step
 
 from apexlm.apex import Apex, ApexConfig

@@ -17,7 +17,8 @@ from torch import nn
 
 from apexlm.apex import Apex, ApexConfig
 from apexlm.apex.expanded_linear import ColumnWrapper, ExpandedLinear
-from tests.apex import _models, oracle_wrappers as oracle
+from tests.apex import _models
+from tests.apex import oracle_wrappers as oracle
 
 RTOL = 1e-10
 

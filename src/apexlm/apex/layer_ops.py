@@ -18,9 +18,9 @@ from torch import nn
 
 from apexlm.apex.arch import Arch
 from apexlm.apex.config import ApexConfig
+from apexlm.apex.expanded_linear import ColumnWrapper, ExpandedLinear, OperatorGroup, RowWrapper
 from apexlm.apex.mixers import make_mixer
 from apexlm.apex.selection import UnitPlan
-from apexlm.apex.expanded_linear import ColumnWrapper, ExpandedLinear, OperatorGroup, RowWrapper
 
 
 @dataclass

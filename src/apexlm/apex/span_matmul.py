@@ -20,6 +20,7 @@ Under autocast the GEMMs run in the autocast dtype (as `F.linear` would), the bu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -29,9 +30,15 @@ Build = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     dev = x.device.type
-    if torch.is_autocast_enabled(dev):
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return weight.dtype
+
+
+def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on t's device (the GEMMs get explicit dtypes); nothing where autocast does not exist."""
+    dev = t.device.type
+    return torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext()
 
 
 def _span(t: torch.Tensor | None, side: str, s: int, rest: bool = False) -> torch.Tensor | None:
@@ -52,7 +59,7 @@ def _rebuild(build: Build, side: str, s: int, weight: torch.Tensor, bias: torch.
 
     b_span = _span(bias, side, s) if side == "col" else None
     leaves = [leaf(_span(weight, side, s), needs[0]), leaf(b_span, needs[1])]
-    leaves += [leaf(t, n) for t, n in zip(ops, needs[2:])]
+    leaves += [leaf(t, n) for t, n in zip(ops, needs[2:], strict=True)]
     w_s, b_s = build(leaves[0], leaves[1], *leaves[2:])
     return leaves, w_s, b_s
 
@@ -70,7 +77,7 @@ class SpanLinear(torch.autograd.Function):
         cdt = _compute_dtype(x, weight)
         with torch.no_grad():
             w_s, b_s = build(_span(weight, side, s), _span(bias, side, s) if side == "col" else None, *ops)
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x):
             x2 = x.reshape(-1, x.shape[-1]).to(cdt)                                  # (R, in)
             out = weight.shape[0]
             w_s, rest = w_s.to(cdt), _span(weight, side, s, rest=True).to(cdt)
@@ -95,7 +102,7 @@ class SpanLinear(torch.autograd.Function):
         span_need = [need[1], need[2] and side == "col", *need[3:]]
         with torch.enable_grad():
             leaves, w_s, b_s = _rebuild(ctx.build, side, s, weight, bias, ops, span_need)
-        with torch.autocast(g.device.type, enabled=False):
+        with _no_autocast(g):
             rest = _span(weight, side, s, rest=True).to(cdt)
             w_c = w_s.detach().to(cdt)
             g_s = g[:, :s] if side == "col" else g                                   # (R, s) | (R, out)
@@ -119,7 +126,7 @@ class SpanLinear(torch.autograd.Function):
                     gouts.append(g_s.sum(0).to(b_s.dtype))
                 wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
                 got = torch.autograd.grad(outs, [leaves[i] for i in wanted], gouts, allow_unused=True)
-                for i, t in zip(wanted, got):
+                for i, t in zip(wanted, got, strict=True):
                     span_grads[i] = t
             dw = None
             if need[1]:

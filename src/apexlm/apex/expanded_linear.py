@@ -181,7 +181,7 @@ class ColumnWrapper(ExpandedLinear):
         vec, scale = vec.to(u_n.dtype), scale.to(u_n.dtype)                 # (n,)
         mixer = self.shared.mixer
         if rows:
-            m_p = mixer.mix(u_p.T, *factors).T                                 # (n, in) = M·U_P
+            m_p = mixer.mix_left(u_p, *factors)                                # (n, in) = M·U_P
             vec, scale = vec[:, None], scale[:, None]
         else:
             m_p = mixer.mix(u_p, *factors)                                     # (n,) = M·b_P
@@ -197,11 +197,14 @@ class ColumnWrapper(ExpandedLinear):
         if self.shared is None:
             return u, b
         n = self.n_mix
-        new_n, new_p = self._mix(u[:n], u[n:2 * n], vec, scale, factors, True)
-        w_new = torch.cat([new_n, new_p, u[2 * n:]], dim=0)                   # (span, in)
+        sizes = [n, n, u.shape[0] - 2 * n]        # split, not slices: its backward is one concat, not
+        u_n, u_p, u_e = u.split(sizes)            # a zero-filled span-size tensor per slice
+        new_n, new_p = self._mix(u_n, u_p, vec, scale, factors, True)
+        w_new = torch.cat([new_n, new_p, u_e], dim=0)                         # (span, in)
         if b is not None:
-            b_n, b_p = self._mix(b[:n], b[n:2 * n], vec, scale, factors, False)
-            b = torch.cat([b_n, b_p, b[2 * n:]])
+            b_n, b_p, b_e = b.split(sizes)
+            b_n, b_p = self._mix(b_n, b_p, vec, scale, factors, False)
+            b = torch.cat([b_n, b_p, b_e])
         return w_new, b
 
 
@@ -251,11 +254,11 @@ class RowWrapper(ExpandedLinear):
         out, g, s, i = w.shape[0], self.groups, self.slots, self.inner
         c = g * s * i
         vec = vec.to(u.dtype)                                                  # (g·i,)
-        u_n = to_slots(u[:, :c], g, s, i)                                      # (out·s, g·i)
-        m_p = self.shared.mixer.mix(to_slots(u[:, c:2 * c], g, s, i), *factors)   # (out·s, g·i) = U_P·Mᵀ
+        u_n, u_p, u_e = u.split([c, c, u.shape[1] - 2 * c], dim=1)            # (out, c), (out, c), (out, e)
+        m_p = self.shared.mixer.mix(to_slots(u_p, g, s, i), *factors)          # (out·s, g·i) = U_P·Mᵀ
         if self.mix_channels:
-            new_n, new_p = from_slots(u_n * vec + m_p, out, g, s, i), u[:, c:2 * c]
+            new_n, new_p = from_slots(to_slots(u_n, g, s, i) * vec + m_p, out, g, s, i), u_p
         else:
-            new_n = from_slots(u_n * vec, out, g, s, i)
-            new_p = u[:, c:2 * c] + from_slots(m_p, out, g, s, i)
-        return torch.cat([new_n, new_p, u[:, 2 * c:]], dim=1), None            # (out, span)
+            new_n = from_slots(to_slots(u_n, g, s, i) * vec, out, g, s, i)
+            new_p = u_p + from_slots(m_p, out, g, s, i)
+        return torch.cat([new_n, new_p, u_e], dim=1), None                    # (out, span)

@@ -1,7 +1,8 @@
 """Ablation mixers with the Monarch interface, and the factory that picks one (project decision 6).
 
 Every mixer maps row vectors x (..., n) to x·Mᵀ, exposes `dense()` (M itself), `reset_(gen)` (back
-to M = 0), and `factors()` / `mix(x, *factors)` (the same map with its parameters passed explicitly). `dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
+to M = 0), `factors()` / `mix(x, *factors)` (the same map with its parameters passed explicitly) and
+`mix_left(u, *factors)` = M·u for a matrix u (n, cols) (the column side's weight rows, no transpose). `dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class DenseMixer(nn.Module):
         """`forward` with M given explicitly."""
         return x @ matrix.to(x.dtype).T
 
+    def mix_left(self, u: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """M·u for u (n, cols)."""
+        return matrix.to(u.dtype) @ u
+
     def dense(self) -> torch.Tensor:
         return self.matrix.detach().float()
 
@@ -63,6 +68,10 @@ class DiagonalMixer(nn.Module):
     def mix(self, x: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
         """`forward` with d given explicitly."""
         return x * diag.to(x.dtype)
+
+    def mix_left(self, u: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """M·u = diag(d)·u for u (n, cols)."""
+        return diag.to(u.dtype)[:, None] * u
 
     def dense(self) -> torch.Tensor:
         return torch.diag(self.diag.detach().float())

@@ -109,6 +109,21 @@ class Monarch(nn.Module):
         h = torch.bmm(h, w2.transpose(1, 2))                    # (nb, R, b)   z_l = W2[l] @ group
         return h.permute(1, 2, 0).reshape(*lead, self.n)        # (..., n)     position s*nb + l = z_l[s]
 
+    def mix_left(self, u: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor) -> torch.Tensor:
+        """M·u for u (n, cols), i.e. `mix(u.T).T`, without transposing u (the column-side weight rows).
+
+        Chunk j of u's rows goes through blkdiag1[j]; the stride permutation is a (b, nb) ↔ (nb, b) swap of
+        the row index; group l goes through blkdiag2[l] (method §3.1).
+        """
+        nb, b = self.nblocks, self.block
+        cols = u.shape[-1]
+        w1 = blkdiag1.to(u.dtype)                               # (nb, b, b)
+        w2 = blkdiag2.to(u.dtype)                               # (nb, b, b)
+        h = torch.bmm(w1, u.reshape(nb, b, cols))               # (nb, b, cols)  row j*b+s = y_j[s]
+        h = h.reshape(b, nb, cols).transpose(0, 1)              # (nb, b, cols)  group l = rows l + s*nb
+        h = torch.bmm(w2, h)                                    # (nb, b, cols)  z_l
+        return h.transpose(0, 1).reshape(self.n, cols)          # (n, cols)      row s*nb + l = z_l[s]
+
     def dense(self) -> torch.Tensor:
         """The explicit M (n, n) with forward(x) = x @ M.T (float32, for tests and analysis)."""
         eye = torch.eye(self.n, device=self.blkdiag1.device, dtype=torch.float32)

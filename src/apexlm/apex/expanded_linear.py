@@ -14,7 +14,7 @@ exists (IT), else the 2n mixed ones (CPT) — and `SpanLinear` runs the GEMMs on
 untouched rest, with weight gradients only where weights train. `effective()` still returns the full
 (W', b'), for the fold (§4) and analysis.
 
-GQA (project decision 7): v's unit is a KV head (mixer size n = k·d_h); o's N/P columns hold k groups of
+GQA (method §2, §3): v's unit is a KV head (mixer size n = k·d_h); o's N/P columns hold k groups of
 `slots` = rep q heads. o applies the same mixer and vec to each q-head slot r: columns (k, rep, d_h) are
 viewed as rep rows of length k·d_h, so q head r of an N group is mixed from q head r of the P groups,
 matching the values it reads. For rep = 1 this is the official MHA sharing.

@@ -1,8 +1,9 @@
-"""Ablation mixers with the Monarch interface, and the factory that picks one (project decision 6).
+"""Ablation mixers with the Monarch interface, and the factory that picks one (method §3).
 
 Every mixer maps row vectors x (..., n) to x·Mᵀ, exposes `dense()` (M itself), `reset_(gen)` (back
 to M = 0), `factors()` / `mix(x, *factors)` (the same map with its parameters passed explicitly) and
-`mix_left(u, *factors)` = M·u for a matrix u (n, cols) (the column side's weight rows, no transpose). `dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
+`mix_left(u, *factors)` = M·u for a matrix u (n, cols) (the column side's weight rows, no transpose).
+`dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ TRAINER_PASSTHROUGH = (
     "enable_progress_bar", "enable_model_summary", "benchmark", "detect_anomaly", "use_distributed_sampler",
 )
 # every key a trainer config may hold: passed to Lightning as is, or read by the pipeline itself
-TRAINER_KEYS = (*TRAINER_PASSTHROUGH, "max_steps", "max_epochs")
+TRAINER_KEYS = (*TRAINER_PASSTHROUGH, "max_steps", "max_epochs", "compile")  # compile: training/compile.py
 
 
 def total_steps_for(cfg: DictConfig, dm: Any) -> int:

@@ -28,7 +28,7 @@ from apexlm.apex.permute import permute_optimizer_state
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
 from apexlm.apex.reselect import Sets, overlap_metrics, select_and_permute, size_summary
-from apexlm.apex.wrap import LayerOps, operator_params, set_trainable, wrap_layer
+from apexlm.apex.layer_ops import LayerOps, operator_params, set_trainable, wrap_layer
 
 STATE_VERSION = 1
 

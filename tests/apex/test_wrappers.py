@@ -6,8 +6,8 @@ from torch import nn
 
 from apexlm.apex.fuse import fold_layer
 from apexlm.apex.monarch import Monarch
-from apexlm.apex.wrap import LayerOps
-from apexlm.apex.wrappers import ColumnWrapper, OperatorGroup, RowWrapper
+from apexlm.apex.layer_ops import LayerOps
+from apexlm.apex.expanded_linear import ColumnWrapper, OperatorGroup, RowWrapper
 
 
 def _group(n: int, seed: int = 0) -> OperatorGroup:

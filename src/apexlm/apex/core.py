@@ -27,9 +27,9 @@ from apexlm.apex.fuse import fuse_all
 from apexlm.apex.optim import build_param_groups
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
+from apexlm.apex.layer_ops import LayerOps, operator_params, set_trainable, wrap_layer
 from apexlm.apex.reselect import Sets, size_summary
 from apexlm.apex.sharded import fold_in_place, gathered, model_is_sharded, transition
-from apexlm.apex.wrap import LayerOps, operator_params, set_trainable, wrap_layer
 
 STATE_VERSION = 1
 

@@ -29,10 +29,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from bench_common import (SHAPES, PeakMemory, build_model, experiment_method, machine_info,  # noqa: E402
-                          machine_line, median, method_config, random_batches, shape_dict, sync, timed_both,
-                          train_step)
+from bench_common import (  # noqa: E402
+    SHAPES,
+    PeakMemory,
+    build_model,
+    experiment_method,
+    machine_info,
+    machine_line,
+    median,
+    method_config,
+    random_batches,
+    shape_dict,
+    sync,
+    timed_both,
+    train_step,
+)
 from overhead_extras import fused_inference, hook_cost, profile_step, restage_cost  # noqa: E402
 
 from apexlm.methods import build_method  # noqa: E402

@@ -17,9 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from bench_common import (Shape, block_batches, build_model, experiment_method, make_batch, median, method_config,
-                          sync, train_step)
+from bench_common import (
+    Shape,
+    block_batches,
+    build_model,
+    experiment_method,
+    make_batch,
+    median,
+    method_config,
+    sync,
+    train_step,
+)
 
 from apexlm.methods import build_method
 from apexlm.methods.base import count_params, decay_groups
@@ -81,7 +89,7 @@ def _probe_step_s(model, opt, batches, device, n: int) -> float:
         train_step(model, next(batches), opt, device, clip=1.0)
         sync(device)
         times.append(time.perf_counter() - t0)
-    for g, lr in zip(opt.param_groups, lrs):
+    for g, lr in zip(opt.param_groups, lrs, strict=True):
         g["lr"] = lr
     opt.state.clear()
     return median(times[1:] if len(times) > 1 else times)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import CONFIG_DIR, compose_cfg
+from tests.support.runs import CONFIG_DIR, compose_cfg
 
 GROUPS = ["model", "data", "method", "trainer", "logger", "callbacks", "debug", "eval", "paths"]
 REQUIRED = {"model=hf": ["model.pretrained=some/model"], "data=text_files": ["data.path=/tmp/x"],

@@ -7,8 +7,8 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import ROOT
 
 
 def test_compare_runs_notebook_executes(monkeypatch) -> None:  # noqa: ANN001 - pytest fixture

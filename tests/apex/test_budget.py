@@ -5,8 +5,7 @@ import torch
 from transformers import LlamaConfig
 
 from apexlm.apex import Apex, ApexConfig, apex_budget, count_params
-
-from ._models import llama
+from tests.support.models import llama
 
 LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                  intermediate_size=11008, vocab_size=32000)

@@ -8,8 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from apexlm.apex import Apex, ApexConfig
-
-from ._models import batch, llama
+from tests.support.models import batch, llama
 
 MODES = ("rank", "avg")
 
@@ -42,6 +41,6 @@ def test_two_process_scores_equal_sequential(tmp_path):
         got = torch.load(tmp_path / f"scores{rank}.pt")
         for mode in MODES:
             for kind in ("attn", "ffn"):
-                for g, w in zip(got[mode][kind], want[mode][kind]):
+                for g, w in zip(got[mode][kind], want[mode][kind], strict=True):
                     assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), (mode, kind)
     assert any(s.abs().sum() > 0 for s in want["rank"]["ffn"])

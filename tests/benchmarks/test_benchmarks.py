@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.runs import ROOT
+
 BENCH = ROOT / "benchmarks"
 
 

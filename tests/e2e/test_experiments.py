@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIG_DIR, MICRO, run_in_process
+from tests.support.runs import CONFIG_DIR, MICRO, run_in_process
 
 ALL = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 # One-knob ablations of apex_it: each knob is unit-tested in tests/apex and every file composes

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from apexlm.eval.cli import eval_main, run_evaluation
-from tests.conftest import ROOT, compose_cfg
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import ROOT, compose_cfg
 
 FAST = ["eval.max_ppl_batches=2", "eval.max_items_per_task=1", "eval.max_new_tokens=4", "threads=1",
         "eval.ppl_domains=[pycode]"]

@@ -13,8 +13,8 @@ from apexlm.data.instructions import load_eval_items, prompt_messages
 from apexlm.eval.exact_match import exact_match, items_per_task
 from apexlm.eval.generation import cut_at_stop, fit_context, greedy_generate, left_pad
 from apexlm.eval.loading import load_hf_model
-from tests.apex._models import llama
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.models import llama
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from apexlm.eval.perplexity import split_perplexity
 from apexlm.eval.run_eval import run_val_loader
 from apexlm.models.module import token_loss_sum
 from apexlm.training.setup import load_run_tokenizer
-from tests.apex._models import llama
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.models import llama
 
 VAL_BATCHES = 2  # debug=fdr validates on trainer.limit_val_batches=2 batches
 

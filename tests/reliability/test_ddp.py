@@ -18,8 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import MICRO
-from tests.reliability.helpers import fit, train_cli, weights
+from tests.support.runs import MICRO, fit, train_cli, weights
 
 COMMON = ["experiment=apex_it", "debug=fdr", *MICRO, "threads=1", "logger=csv", "trainer.max_steps=4",
           "method.stages=2", "trainer.limit_val_batches=0", "method.assess_samples=8", "data.batch_size=2",

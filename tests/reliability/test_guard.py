@@ -13,8 +13,7 @@ import torch
 import apexlm.models.module as module_mod
 from apexlm.callbacks.checkpointing import AtomicCheckpointIO, nonfinite_tensors
 from apexlm.callbacks.guard import NonFiniteError, param_fingerprint
-from tests.conftest import MICRO
-from tests.reliability.helpers import cli_many, error_lines, fit
+from tests.support.runs import MICRO, cli_many, error_lines, fit
 
 RUN = ["experiment=full_it", "debug=fdr", *MICRO, "threads=1", "logger=csv", "trainer.limit_val_batches=0",
        "callbacks.checkpoint.enabled=true", "callbacks.checkpoint.every_n_steps=1"]

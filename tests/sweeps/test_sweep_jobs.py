@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from tests.conftest import CONFIG_DIR
+from tests.support.runs import CONFIG_DIR
 
 STUDY_JOBS = {"methods_it": 30, "methods_cpt": 15, "apex_k_sweep": 18, "apex_stage_sweep": 36,
               "apex_mixer_lr_sweep_it": 36, "apex_mixer_lr_sweep_cpt": 36}

@@ -6,8 +6,8 @@ cited in each module.
 """
 
 from apexlm.apex.budget import apex_budget
-from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.core import Apex
+from apexlm.apex.params import count_params
 
 __all__ = ["Apex", "ApexConfig", "apex_budget", "count_params"]

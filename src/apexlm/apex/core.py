@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from apexlm.apex.arch import inspect_model
-from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.fuse import fold_all, fuse_all
 from apexlm.apex.optim import build_param_groups, optimizer_params, reset_state
+from apexlm.apex.params import count_params
 from apexlm.apex.permute import permute_optimizer_state
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan

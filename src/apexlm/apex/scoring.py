@@ -142,7 +142,7 @@ class ScoreRecorder:
         if world > 1:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
         out: dict[str, list[torch.Tensor]] = {kind: [] for kind in KINDS}
-        for (kind, i), part in zip(flat, total.cpu().split([p.numel() for p in parts])):
+        for (kind, i), part in zip(flat, total.cpu().split([p.numel() for p in parts]), strict=True):
             if self.mode == "avg":
                 part = part / (world * max(1, self.count[kind][i]))
             elif self.mode == "ma":

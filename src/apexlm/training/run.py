@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from apexlm.callbacks.checkpointing import make_resumable, prepare_for_resume, resolve_ckpt_path
 from apexlm.callbacks.stages import StageCallback
-from apexlm.errors import ConfigError
 from apexlm.callbacks.throughput import ThroughputCallback, peak_memory_mb
+from apexlm.errors import ConfigError
 from apexlm.methods import build_method
 from apexlm.methods.base import count_params
 from apexlm.models.builders import build_model

@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 from apexlm.apex import Apex, ApexConfig
 from tests.support.models import batch, llama
 
+pytestmark = pytest.mark.distributed  # two gloo processes
+
 MODES = ("rank", "avg")
 
 
@@ -33,7 +35,6 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_two_process_scores_equal_sequential(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     want = _score(llama(64, 2, 8, 4, 97), [batch(2, 8, pad=3, seed=10 + r) for r in range(2)])

@@ -16,6 +16,8 @@ import pytest
 
 from tests.support.runs import ROOT
 
+pytestmark = pytest.mark.slow  # the benchmark scripts as subprocesses
+
 BENCH = ROOT / "benchmarks"
 
 

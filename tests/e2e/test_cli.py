@@ -6,7 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.runs import MICRO, run_in_process, train_cli
+
+pytestmark = pytest.mark.slow  # a multirun through `python train.py` and a 40-step overfit run
 
 BASE = ["experiment=full_it", "debug=fdr", *MICRO, "logger=none"]
 

@@ -18,6 +18,8 @@ from apexlm.methods import peft_adapters
 from tests.support.models import micro_config
 from tests.support.runs import DATA_DIR, MICRO, run_in_process
 
+pytestmark = pytest.mark.slow  # five in-process training runs
+
 PROBE = {"input_ids": torch.tensor([[5, 17, 99, 3, 250, 8, 41, 7], [1, 2, 3, 4, 5, 6, 7, 8]]),
          "attention_mask": torch.tensor([[1] * 8, [0, 0, 1, 1, 1, 1, 1, 1]])}
 

@@ -30,6 +30,7 @@ def model_and_items():
     return model, tokenizer, items
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_batch_size_1_and_8_generate_the_same(model_and_items) -> None:
     model, tokenizer, items = model_and_items
     prompts = [generation_prompt(tokenizer, prompt_messages(it)) for it in items]
@@ -51,6 +52,7 @@ def test_left_padding_and_stops() -> None:
     assert fit_context([1, 2], 4, context=None) == ([1, 2], False)
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_scoring_uses_each_tasks_scorer(model_and_items, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the reference answers as 'generations' every task scores 1.0; with junk, 0.0."""
     model, tokenizer, items = model_and_items

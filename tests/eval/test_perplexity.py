@@ -35,6 +35,7 @@ def test_token_weighted_not_mean_of_batches() -> None:
     assert split_perplexity(model, [long, short], max_batches=1)["tokens"] == 22
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 @pytest.mark.parametrize("name", ["full", "apex"])
 def test_exported_model_reproduces_final_val_perplexity(name: str) -> None:
     run_dir = micro_runs()[name]
@@ -49,6 +50,7 @@ def test_exported_model_reproduces_final_val_perplexity(name: str) -> None:
     assert "exact_match" in in_run and "ppl/shakespeare" in in_run
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_checkpoint_rebuild_matches_the_export() -> None:
     """No export: the last checkpoint is rebuilt (APEX wrappers from their saved state), fused, evaluated."""
     run_dir = micro_runs()["apex"]

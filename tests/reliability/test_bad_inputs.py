@@ -111,6 +111,7 @@ def results(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return {name: (args, phrase, res, cwd) for (name, args, phrase), res, cwd in zip(cases, out, cwds, strict=True)}
 
 
+@pytest.mark.slow  # 30 `python train.py` runs (forked two at a time)
 @pytest.mark.parametrize("case", IDS)
 def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], files: dict[str, Path]) -> None:
     args, phrase, res, cwd = results[case]
@@ -128,6 +129,7 @@ def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], f
     assert sorted(p.name for p in files["taken"].iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_unknown_key_through_a_fresh_interpreter(tmp_path: Path) -> None:
     """Hydra's unknown-key error as a user meets it: non-zero, no traceback, the key named."""
     res = train_cli([*APEX, "method.k_ratoi=0.1"], tmp_path)

@@ -35,6 +35,7 @@ def _stage_record(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     res = train_cli([*COMMON, *DDP], tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr[-4000:]

@@ -21,6 +21,8 @@ from apexlm.callbacks.checkpointing import (
 from apexlm.errors import ConfigError
 from tests.support.runs import MICRO, assert_same_weights, fit, weights
 
+pytestmark = pytest.mark.slow  # a reference run plus a killed and a resumed run per case
+
 # A short APEX run that crosses an epoch (16 examples / batch 4 = 4 steps per epoch) and a stage boundary
 # (6 steps, 2 stages: boundary after step 3), with a checkpoint after every optimizer step.
 RESUME = ["experiment=apex_it", "debug=fdr", *MICRO, "logger=csv", "trainer.max_steps=6", "method.stages=2",

@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.runs import MICRO, run_in_process
 
+pytestmark = pytest.mark.slow  # three 12-step training runs
+
 STEPS = 12  # three stages -> boundaries after steps 4 and 8
 COMMON = [*MICRO, "logger=csv", "trainer.max_steps=12", "trainer.log_every_n_steps=1",
           "trainer.limit_val_batches=0", "callbacks.checkpoint.enabled=false", "trainer.enable_progress_bar=false",

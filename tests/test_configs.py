@@ -72,15 +72,11 @@ def test_validation_is_not_vacuous(tmp_path: Path) -> None:
         validate_config(cfg)
 
 
-def _method_knobs(experiment: str, tmp_path: Path) -> dict:
-    return OmegaConf.to_container(compose_cfg([f"experiment={experiment}", *MICRO], run_dir=tmp_path).method)
-
-
 @pytest.mark.parametrize("experiment", ABLATIONS)
 def test_ablation_builds_on_the_micro_model(experiment: str, tmp_path: Path) -> None:
-    """Compose + validate + build the model + method.prepare (assessment pass included) + one forward."""
+    """Compose + validate + build the model + method.prepare (assessment pass included) + one forward. That each
+    file changes exactly one knob of apex_it: tests/sweeps/test_sweep_jobs.py."""
     cfg = compose_cfg([f"experiment={experiment}", *MICRO, "threads=1"], run_dir=tmp_path)
-    assert _method_knobs(experiment, tmp_path) != _method_knobs("apex_it", tmp_path)  # the knob reached the method
     validate_config(cfg)
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, load_run_tokenizer(cfg))

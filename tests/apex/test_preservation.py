@@ -35,7 +35,8 @@ def _random_scores(apex: Apex, seed: int) -> dict:
             "ffn": [torch.randn(a.d_ff, generator=g) for _ in range(a.n_layers)]}
 
 
-@pytest.mark.parametrize("scores", ["activation", "random"])
+# random scores (other P/N layouts) double the sweep: part of make test, not of make test-fast
+@pytest.mark.parametrize("scores", ["activation", pytest.param("random", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_expand_perturb_restage_fuse(case, scores):
     build, kwargs = CASES[case]

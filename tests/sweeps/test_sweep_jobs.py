@@ -116,6 +116,7 @@ def test_restart_only_control_matches_apex_schedule(family: str) -> None:
     assert ctrl.data == apex.data and ctrl.trainer == apex.trainer and ctrl.optim == apex.optim
 
 
+@pytest.mark.slow  # composes every *_it and *_cpt experiment
 def test_method_experiments_are_matched_to_their_family() -> None:
     exp_dir = Path(CONFIG_DIR) / "experiment"
     for family in ("it", "cpt"):

@@ -27,9 +27,10 @@ DATA_DIR = Path(os.environ.get("APEXLM_DATA_DIR") or ROOT / "data").resolve()
 os.environ.setdefault("APEXLM_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-# The micro model (tests.support.models.MICRO_SHAPE, fresh, no pretrained base) as Hydra overrides.
+# The micro model (tests.support.models.MICRO_SHAPE, fresh, no pretrained base) as Hydra overrides. One thread:
+# at this size a second intra-op thread only adds synchronisation, and on a shared 2-core machine it is far slower.
 MICRO = ["model.pretrained=null", *(f"model.{k}={v}" for k, v in MICRO_SHAPE.items()),
-         "model.max_position_embeddings=256", "data.block_size=64", "threads=2"]
+         "model.max_position_embeddings=256", "data.block_size=64", "threads=1"]
 
 
 def compose_cfg(overrides: list[str], run_dir: Path | None = None, config_name: str = "train") -> DictConfig:

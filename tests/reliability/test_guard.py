@@ -44,7 +44,6 @@ class Snapshots(L.Callback):
         self.after_step[trainer.global_step] = param_fingerprint(pl_module)
 
 
-@pytest.mark.slow
 def test_nan_loss_stops_before_the_update(tmp_path: Path, nan_loss_at_step_3: None) -> None:
     with pytest.raises(NonFiniteError, match=f"non-finite loss .* at optimizer step {BAD_STEP}") as info:
         fit([*RUN, f"paths.log_dir={tmp_path}/logs"], tmp_path / "run")
@@ -54,7 +53,6 @@ def test_nan_loss_stops_before_the_update(tmp_path: Path, nan_loss_at_step_3: No
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-@pytest.mark.slow
 def test_skip_mode_drops_only_the_bad_step(tmp_path: Path, nan_loss_at_step_3: None) -> None:
     snaps = Snapshots()
     summary, module = fit([*RUN, f"paths.log_dir={tmp_path}/logs", "callbacks.guard.on_nonfinite=skip"],
@@ -69,7 +67,7 @@ def test_skip_mode_drops_only_the_bad_step(tmp_path: Path, nan_loss_at_step_3: N
     assert ckpt["callbacks"]["NumericalGuard"]["skipped"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a forked `python train.py` run
 def test_diverging_lr_through_the_cli(tmp_path: Path) -> None:
     """lr=1e30: the first update is finite but huge, the next loss is not; the CLI prints one line, exits 2."""
     (res,) = cli_many([[*RUN, "optim.lr=1e30", "optim.warmup_ratio=0.0"]], [tmp_path])

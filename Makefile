@@ -50,4 +50,4 @@ bench: base
 	$(PY) benchmarks/bench_overhead.py --quick --threads 1
 
 lint: install-dev
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks train.py eval.py

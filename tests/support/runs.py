@@ -50,10 +50,10 @@ def compose_cfg(overrides: list[str], run_dir: Path | None = None, config_name: 
 
 def run_in_process(overrides: list[str], run_dir: Path) -> dict:
     """Train one composed configuration in this process; returns its summary."""
-    from apexlm.training.run import run
+    from apexlm.training.run import fit as fit_run
 
     cfg = compose_cfg(overrides, run_dir)
-    return run(cfg, run_dir)
+    return fit_run(cfg, run_dir)[0]
 
 
 @contextlib.contextmanager

@@ -31,8 +31,8 @@ from bench_common import (
 
 from apexlm.methods import build_method
 from apexlm.methods.base import count_params, decay_groups
+from apexlm.methods.schedule import lr_factor, stage_boundaries
 from apexlm.models.module import token_loss_sum
-from apexlm.training.stages import lr_factor, stage_boundaries
 
 Log = Callable[[str], None]
 

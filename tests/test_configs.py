@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from apexlm.methods import build_method
 from apexlm.models.builders import build_model
-from apexlm.training.setup import load_run_tokenizer
+from apexlm.models.tokenizer import load_run_tokenizer
 from apexlm.training.validate import validate_config
 from tests.support.models import batches, logits, rel
 from tests.support.runs import CONFIG_DIR, MICRO, compose_cfg

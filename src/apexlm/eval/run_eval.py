@@ -114,7 +114,7 @@ def run_val_loader(cfg: Mapping[str, Any], tokenizer: Any) -> Any | None:
 
 def _instruction_metrics(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any], ev: Mapping[str, Any],
                          out_dir: Path, notes: list[str]) -> dict[str, float]:
-    from apexlm.data.instructions import load_eval_items
+    from apexlm.data.eval_items import load_eval_items
     from apexlm.eval.exact_match import exact_match, items_per_task
     from apexlm.eval.multiple_choice import multiple_choice
 

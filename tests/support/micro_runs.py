@@ -22,8 +22,9 @@ EXPERIMENTS = {"full": "full_cpt", "apex": "apex_cpt"}
 
 def overrides(name: str, root: Path) -> list[str]:
     """The train overrides of run `name` (threads=1: far faster than 2 on a busy 2-core machine)."""
+    harness = ["eval.harness.tasks=[apexlm_mc_syllogism]"] if name == "full" else []   # lm-eval at the end too
     return [f"experiment={EXPERIMENTS[name]}", "debug=fdr", *MICRO, "threads=1", "export=true", "logger=csv",
-            f"paths.log_dir={root}/logs", *EVAL_FAST]
+            f"paths.log_dir={root}/logs", *EVAL_FAST, *harness]
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from apexlm.errors import UserError
@@ -47,7 +48,8 @@ def train_main(cfg: DictConfig) -> dict[str, Any] | None:
                                              "traceback": traceback.format_exc()})
         finish_wandb()
         return None
-    print(result_line(summary), flush=True)
+    if rank_zero_only.rank == 0:
+        print(result_line(summary), flush=True)
     return summary
 
 

@@ -78,6 +78,9 @@ def validate_config(cfg: DictConfig) -> None:
     parse_spec(cfg.data)
     method.check_model(dims, int(cfg.get("seed", 0)))
     _check_run(cfg)
+    from apexlm.eval.harness import check_harness_config
+
+    check_harness_config(cfg)  # harness tasks at the end of training: resolved and loaded now, not after it
 
 
 def _check_optim(o: DictConfig) -> None:

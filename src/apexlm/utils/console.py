@@ -25,6 +25,9 @@ def tidy_logging() -> None:
     """Lightning's records go to the root handlers only (once), without tips. Idempotent."""
     # Lightning's own use of a deprecated torch pytree API warns on every fit; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # validation metrics are already reduced over ranks by the module (all_gather of sums and counts)
+    warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\(.*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=r".*torch.distributed.nn.functional.all_gather is deprecated.*")
     root_has_handlers = logging.getLogger().hasHandlers()
     for name in LIGHTNING_LOGGERS:
         lg = logging.getLogger(name)

@@ -17,7 +17,7 @@ MODES = ("rank", "avg")
 
 def _score(model, micro_batches) -> dict:
     """Scores of both modes after training-mode forwards of `micro_batches`."""
-    apexes = {m: Apex(model, ApexConfig(k_ratio=0.25, scoring=m)) for m in MODES}
+    apexes = {m: Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring=m)) for m in MODES}
     model.train()
     with torch.no_grad():
         for b in micro_batches:

@@ -29,7 +29,7 @@ def _expected(cap: Capture, masks: list, mode: str, k_attn: int, k_ffn: int, n_k
 @pytest.mark.parametrize("mode", ["rank", "avg", "ma", "ma_rank"])
 def test_scores_match_hand_reference_with_padding(mode):
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25, scoring=mode))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring=mode))
     cap = Capture(model)
     batches = [batch(3, 7, pad=4, seed=s) for s in (1, 2, 3)]
     model.train()
@@ -47,7 +47,7 @@ def test_scores_match_hand_reference_with_padding(mode):
 
 def test_padding_is_masked():
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25, scoring="avg"))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring="avg"))
     b = batch(2, 9, pad=5)
     model.train()
     model(**b)
@@ -59,7 +59,7 @@ def test_padding_is_masked():
 
 def test_eval_forward_recorded_only_when_assessing():
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5))
     model.eval()
     with torch.no_grad():
         model(**batch())
@@ -88,7 +88,7 @@ def test_gradient_checkpoint_recompute_not_counted_twice(reentrant):
         layer.mlp.act_fn.register_forward_hook(lambda m, a, o: calls.append(1))
     results = []
     for model in (plain, ckpt):
-        apex = Apex(model, ApexConfig(k_ratio=0.25, scoring="avg"))
+        apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring="avg"))
         model.train()
         out = model(**inputs, labels=inputs["input_ids"])
         out.loss.backward()

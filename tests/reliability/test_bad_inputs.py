@@ -8,6 +8,7 @@ point that calls it first.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -95,6 +96,13 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("resume_last_without_checkpoint", [*BASE, "ckpt_path=last"], "ckpt_path=last found no"),
         ("resume_missing_file", [*BASE, f"ckpt_path={f['dir']}/gone.ckpt"], "not a checkpoint file"),
         ("unknown_guard_mode", [*BASE, "callbacks.guard.on_nonfinite=explode"], "callbacks.guard.on_nonfinite"),
+        # strategy x method x devices (training/strategy_check.py; more cases in tests/training/)
+        ("deepspeed_with_apex", [*APEX, "trainer=deepspeed"], "use trainer=fsdp"),
+        ("fsdp_cpu_one_device", [*BASE, "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=1"],
+         "trainer.devices=2"),
+        ("unknown_strategy", [*BASE, "trainer.strategy=horovod"], "trainer.strategy=horovod is unknown"),
+        *([("deepspeed_missing", [*BASE, "trainer=deepspeed"], "pip install deepspeed")]
+          if importlib.util.find_spec("deepspeed") is None else []),  # with it installed, full+deepspeed may run
     ]
 
 

@@ -35,7 +35,7 @@ def apex_config(cfg: Mapping[str, Any], seed: int) -> ApexConfig:
 
 class ApexMethod(Method):
     name = "apex"
-    rewrites_weights_in_place = True
+    rewrites_weights_in_place = True  # stage transitions fold/permute/reset trainable tensors
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)

@@ -31,3 +31,4 @@ else
   # (ii)-(v): data from benchmarks/gpu_data, pretrain, CPT comparison, overhead; 450 s budget inside
   timeout -k 10 470 "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check.json"
 fi
+[ "$DRY" = 1 ] || "$PY" benchmarks/gpu_cost_model.py --json "$OUT/gpu_cost_model.json" > "$OUT/gpu_cost_model.txt" || true  # issue 13: roofline estimate beside the measured overhead

@@ -9,7 +9,7 @@ import torch
 from bench_common import autocast, loss_of, median, sync, timed, timed_both, train_step
 
 from apexlm.apex import Apex, ApexConfig
-from apexlm.apex.wrappers import _Wrapped
+from apexlm.apex.expanded_linear import ExpandedLinear
 
 
 def hook_cost(model: torch.nn.Module, batches: list[dict], device: torch.device, reps: int) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def fused_inference(it_runner: Any, original: torch.nn.Module, batches: list[dic
     ref = _logits(model, batches[0], device).float()
     fuse_s = timed(lambda: it_runner.method.finalize(model), device)
     diff = (_logits(model, batches[0], device).float() - ref).abs().max().item()
-    left = sum(isinstance(m, _Wrapped) for m in model.modules())
+    left = sum(isinstance(m, ExpandedLinear) for m in model.modules())
     _logits(original, batches[0], device)
     fused, orig = [], []
     for i in range(reps):

@@ -24,7 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from bench_common import SHAPES, machine_info, machine_line  # noqa: E402
 from bench_overhead import format_table, run_overhead  # noqa: E402
 from gpu_train import cpt_run, load_tokens, match_fraction, pretrain, synthetic_tokens  # noqa: E402

@@ -3,8 +3,8 @@
 No Hydra, no Lightning: the GPU image lacks hydra-core/omegaconf. The loops reproduce what the pipeline
 does for a text run: token-mean loss (`token_loss_sum`), the method's param groups, AdamW (0.9, 0.95),
 the stage-aware `lr_factor` schedule, clipping at 1.0, and at each stage boundary
-`method.on_stage_end(model, opt)` followed by the optimizer reset when the method's policy asks for it
-(what `StageCallback` does). Validation perplexity is token-weighted over the whole val split.
+`method.end_stage(model, opt)` (the transition, then the optimizer reset the method's policy asks for: the
+call `StageBoundaryCallback` makes). Validation perplexity is token-weighted over the whole val split.
 """
 
 from __future__ import annotations
@@ -17,14 +17,22 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from bench_common import (Shape, block_batches, build_model, experiment_method, make_batch, median, method_config,
-                          sync, train_step)
+from bench_common import (
+    Shape,
+    block_batches,
+    build_model,
+    experiment_method,
+    make_batch,
+    median,
+    method_config,
+    sync,
+    train_step,
+)
 
 from apexlm.methods import build_method
 from apexlm.methods.base import count_params, decay_groups
+from apexlm.methods.schedule import lr_factor
 from apexlm.models.module import token_loss_sum
-from apexlm.methods.schedule import lr_factor, stage_boundaries
 
 Log = Callable[[str], None]
 
@@ -81,7 +89,7 @@ def _probe_step_s(model, opt, batches, device, n: int) -> float:
         train_step(model, next(batches), opt, device, clip=1.0)
         sync(device)
         times.append(time.perf_counter() - t0)
-    for g, lr in zip(opt.param_groups, lrs):
+    for g, lr in zip(opt.param_groups, lrs, strict=True):
         g["lr"] = lr
     opt.state.clear()
     return median(times[1:] if len(times) > 1 else times)
@@ -151,7 +159,7 @@ def cpt_run(base_sd: dict[str, torch.Tensor], variant: str, seed: int, data: dic
     train = data["pycode_train"]
     model = method.prepare(model, assess_batches=block_batches(train, shape.batch, shape.seq, device, seed))
     opt = torch.optim.AdamW(method.param_groups(model, lr, 0.0), lr=lr, betas=(0.9, 0.95), eps=1e-8)
-    bounds = stage_boundaries(steps, method.num_stages, method.cfg.get("stage_steps")) if method.uses_stages else []
+    bounds = method.boundaries(steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(
         lr_factor, total_steps=steps, warmup_ratio=0.03, boundaries=bounds, policy=method.stage_lr,
         restart_warmup_ratio=0.005))
@@ -165,9 +173,7 @@ def cpt_run(base_sd: dict[str, torch.Tensor], variant: str, seed: int, data: dic
         if step in bounds:
             sync(device)
             t1 = time.perf_counter()
-            method.on_stage_end(model, opt)
-            if method.optimizer_reset:
-                opt.state.clear()
+            method.end_stage(model, opt)
             sync(device)
             transitions.append(time.perf_counter() - t1)
         if step in evals:

@@ -21,14 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-MICRO = ["model.pretrained=null", "model.hidden_size=64", "model.num_hidden_layers=2",
-         "model.num_attention_heads=4", "model.num_key_value_heads=2", "model.intermediate_size=96",
-         "model.max_position_embeddings=256", "data.block_size=64", "threads=1"]
-
 
 def losses(experiment: str, steps: int, extra: list[str]) -> list[float]:
     """train/loss of every optimizer step of a short run of `experiment` on the micro model."""
-    from tests.conftest import run_in_process
+    from tests.support.runs import MICRO, run_in_process
 
     with tempfile.TemporaryDirectory() as tmp:
         over = [f"experiment={experiment}", "debug=fdr", *MICRO, f"trainer.max_steps={steps}",

@@ -32,7 +32,7 @@ def hook_cost(model: torch.nn.Module, batches: list[dict], device: torch.device,
                 apex.recorder.attach()
             else:
                 apex.recorder.detach()
-            t[state].append(timed_both(lambda: fwd_bwd(i), device))
+            t[state].append(timed_both(lambda i=i: fwd_bwd(i), device))
     apex.close()
     on, off = [w for w, _ in t[True]], [w for w, _ in t[False]]
     on_cpu, off_cpu = median([c for _, c in t[True]]), median([c for _, c in t[False]])
@@ -73,7 +73,7 @@ def fused_inference(it_runner: Any, original: torch.nn.Module, batches: list[dic
         b = batches[i % len(batches)]
         pair = ((model, fused), (original, orig)) if i % 2 == 0 else ((original, orig), (model, fused))
         for m, acc in pair:
-            acc.append(timed(lambda m=m: _logits(m, b, device), device))
+            acc.append(timed(lambda m=m, b=b: _logits(m, b, device), device))
     return {"fused_s": median(fused), "original_s": median(orig), "ratio": median(fused) / median(orig),
             "fuse_s": fuse_s, "max_abs_diff": diff, "wrappers_left": left,
             "fused_s_all": fused, "original_s_all": orig}

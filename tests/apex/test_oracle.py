@@ -17,8 +17,8 @@ from torch import nn
 
 from apexlm.apex import Apex, ApexConfig
 from apexlm.apex.expanded_linear import ColumnWrapper, ExpandedLinear
-from tests.apex import _models
 from tests.apex import oracle_wrappers as oracle
+from tests.support import models
 
 RTOL = 1e-10
 
@@ -95,9 +95,9 @@ CASES = [  # (model kind, kv heads, base_trainable, mix_channels, operator)
 @pytest.mark.parametrize("kind,kv,cpt,mix,op", CASES)
 def test_span_implementation_equals_oracle(kind: str, kv: int, cpt: bool, mix: bool, op: str) -> None:
     if kind == "qwen2":
-        model = _models.qwen2(hidden=32, heads=4, kv=kv, ffn=40)
+        model = models.qwen2(hidden=32, heads=4, kv=kv, ffn=40)
     else:
-        model = _models.llama(hidden=32, heads=4, kv=kv, ffn=40, bias=True)
+        model = models.llama(hidden=32, heads=4, kv=kv, ffn=40, bias=True)
     model = model.double().train()
     cfg = ApexConfig(k_ratio=0.25, tuned_attn_ratio=None if cpt else 0.75, tuned_ffn_ratio=None if cpt else 0.6,
                      operator=op, mix_channels=mix, base_trainable=cpt, finetune_qk=not cpt)
@@ -107,7 +107,7 @@ def test_span_implementation_equals_oracle(kind: str, kv: int, cpt: bool, mix: b
               "ffn": [torch.rand(40, generator=g) for _ in range(2)]}
     apex.expand(scores)
     apex.close()
-    batch = _models.batch()
+    batch = models.batch()
     _randomize_operators(apex, 0)
     seen = _compare(model, batch)
     with pytest.MonkeyPatch.context() as mp:           # the compiled path's formulation, run eagerly

@@ -20,8 +20,7 @@ import torch.multiprocessing as mp
 
 from apexlm.apex import Apex, ApexConfig
 from apexlm.models.sharding import gather_full_state, is_fsdp, reshard_all, shard_model
-
-from ._models import batch, llama
+from tests.support.models import batch, llama
 
 CONFIGS = {  # CPT (every weight trains, mixed-size Monarch) and IT (frozen base, embeddings train, q/k s2)
     "cpt": dict(k_ratio=0.25, tuned_attn_ratio=None, tuned_ffn_ratio=None, base_trainable=True, finetune_qk=False, train_embeddings=False),

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.runs import ROOT
+
+pytestmark = pytest.mark.slow  # the benchmark scripts as subprocesses
+
 BENCH = ROOT / "benchmarks"
 
 

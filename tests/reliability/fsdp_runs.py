@@ -11,12 +11,29 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import MICRO
-from tests.reliability.helpers import KillAt, Killed, fit
+from tests.support.runs import MICRO, fit
+
+
+class Killed(RuntimeError):
+    """Stands for the process dying."""
+
+
+class KillAt(L.Callback):
+    """Raise in on_train_batch_end of optimizer step `step`: after the stage boundary callback acted on that step
+    and before ModelCheckpoint (Lightning runs checkpoint callbacks last) saved it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Killed(f"killed at step {self.step}")
 
 COMMON = ["debug=fdr", *MICRO, "threads=1", "logger=csv", "trainer.max_steps=6", "method.stages=3",
           "trainer.limit_val_batches=0", "method.assess_samples=8", "data.batch_size=2", "data.max_train_samples=32",

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from apexlm.training.validate import check_overrides, hydra_error_line
-from tests.conftest import CONFIG_DIR, MICRO, ROOT
-from tests.reliability.helpers import cli_many, error_lines, train_cli
+from tests.support.runs import CONFIG_DIR, DATA_DIR, MICRO, cli_many, error_lines, train_cli
 
 BASE = ["experiment=full_it", "debug=fdr", *MICRO, "threads=1", "logger=none"]
 HF = ["experiment=full_it", "debug=fdr", "model=hf", "data.block_size=64", "threads=1", "logger=none"]
 APEX = [*BASE, "method=apex"]
-TOKENIZER = Path(os.environ.get("APEXLM_DATA_DIR") or ROOT / "data").resolve() / "tokenizer"
+TOKENIZER = DATA_DIR / "tokenizer"
 TOK = f"model.tokenizer={TOKENIZER}"  # a fresh tiny model on user data needs a tokenizer
 HYDRA = "hydra"  # marker: Hydra's own error (exit 1, a few lines, no traceback)
 
@@ -118,9 +116,10 @@ def results(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     cases = _cases(files)
     cwds = [tmp_path_factory.mktemp(name) for name, _, _ in cases]
     out = cli_many([args for _, args, _ in cases], cwds)
-    return {name: (args, phrase, res, cwd) for (name, args, phrase), res, cwd in zip(cases, out, cwds)}
+    return {name: (args, phrase, res, cwd) for (name, args, phrase), res, cwd in zip(cases, out, cwds, strict=True)}
 
 
+@pytest.mark.slow  # 30 `python train.py` runs (forked two at a time)
 @pytest.mark.parametrize("case", IDS)
 def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], files: dict[str, Path]) -> None:
     args, phrase, res, cwd = results[case]
@@ -138,6 +137,7 @@ def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], f
     assert sorted(p.name for p in files["taken"].iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_unknown_key_through_a_fresh_interpreter(tmp_path: Path) -> None:
     """Hydra's unknown-key error as a user meets it: non-zero, no traceback, the key named."""
     res = train_cli([*APEX, "method.k_ratoi=0.1"], tmp_path)

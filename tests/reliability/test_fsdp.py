@@ -83,8 +83,8 @@ def test_eval_rebuilds_the_export_from_a_sharded_checkpoint(runs: Path) -> None:
     """eval.py's checkpoint path reads the distributed-checkpoint folder in one process (no process group)."""
     from apexlm.eval.checkpoint import model_from_checkpoint
     from apexlm.models.tokenizer import load_run_tokenizer
-    from tests.conftest import compose_cfg
     from tests.reliability.fsdp_runs import CKPT, COMMON, STRATEGIES
+    from tests.support.runs import compose_cfg
 
     cfg = compose_cfg([*COMMON, *EXPERIMENTS["apex_cpt"], *STRATEGIES["fsdp"], *CKPT,
                        f"paths.log_dir={runs}/eval_logs"], runs / "eval")

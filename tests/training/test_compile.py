@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import MICRO, run_in_process
+from tests.support.runs import MICRO, run_in_process
 
 COMPILES: list[tuple[int, int]] = []
 
@@ -25,6 +25,7 @@ def _counting(gm: torch.fx.GraphModule, example_inputs: list) -> object:
     return gm.forward
 
 
+@pytest.mark.slow  # two 10-step runs traced by dynamo
 @pytest.mark.parametrize("experiment", ["apex_it", "apex_cpt"])
 def test_compiled_apex_run_compiles_once_per_stage_at_most(tmp_path: Path, experiment: str) -> None:
     import torch._dynamo

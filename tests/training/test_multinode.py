@@ -6,7 +6,7 @@ from pathlib import Path
 
 from apexlm.training.setup import build_trainer_kwargs
 from apexlm.training.strategy_check import processes
-from tests.conftest import compose_cfg
+from tests.support.runs import compose_cfg
 
 BASE = ["experiment=full_it", "debug=fdr", "logger=none"]
 

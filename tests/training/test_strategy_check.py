@@ -14,7 +14,7 @@ import pytest
 from apexlm.errors import ConfigError
 from apexlm.methods import build_method
 from apexlm.training.strategy_check import check_strategy, processes
-from tests.conftest import MICRO, compose_cfg
+from tests.support.runs import MICRO, compose_cfg
 
 BASE = ["experiment=full_it", "debug=fdr", *MICRO, "threads=1", "logger=none"]
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from apexlm.apex.arch import inspect_model
-from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.fuse import fuse_all
+from apexlm.apex.layer_ops import LayerOps, operator_params, set_trainable, wrap_layer
 from apexlm.apex.optim import build_param_groups
+from apexlm.apex.params import count_params
+from apexlm.apex.reselect import Sets, size_summary
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
-from apexlm.apex.layer_ops import LayerOps, operator_params, set_trainable, wrap_layer
-from apexlm.apex.reselect import Sets, size_summary
 from apexlm.apex.sharded import fold_in_place, gathered, model_is_sharded, transition
 
 STATE_VERSION = 1

@@ -52,10 +52,9 @@ def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from apexlm.utils.console import StepProgressBar
-
     from apexlm.callbacks.guard import NumericalGuard, RankAgreementGuard
     from apexlm.training.rng_state import RngStateCallback
+    from apexlm.utils.console import StepProgressBar
 
     c = cfg.get("callbacks") or {}
     guard = c.get("guard") or {}

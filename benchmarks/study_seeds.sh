@@ -10,13 +10,13 @@
 # Reproducibility (docs/results.md): one torch thread per run and for the base (intra-op threads change the
 # order of float reductions, hence the digits), a base built by one fixed command (BASE below, built when
 # missing), and the base's fingerprint (sha256 of its weights, its val ppl) written to $OUT_DIR/base.json.
-# Usage:  nice -n 19 bash benchmarks/study_seeds.sh [run|report]
+# Usage:  nice -n 19 bash benchmarks/study_seeds.sh [run|base|report]   (base: build/fingerprint the base only)
 # Knobs (env): SEEDS="1 2 3 4 5 6 7 8" ARMS="cpt_control cpt_x30 it_full it_x1 it_x30 it_s2" JOBS=2 (runs in
 # parallel) STEPS=60 EVAL_ITEMS=20 BASE=data/base/tiny_study_v2 BASE_STEPS=600 OUT_DIR=logs/study_seeds/<time>
 # STOP_AT=<unix time> (start no run after it), DRY=1 (print the commands only).
 set -euo pipefail
 SELF=$(realpath "$0")
-cd "$(dirname "$SELF")/.."
+cd "${STUDY_ROOT:-$(dirname "$SELF")/..}"  # workers run a frozen copy of this script (below), from the repo root
 PY=${PY:-.venv/bin/python}
 WHAT=${1:-run}
 SEEDS=${SEEDS:-1 2 3 4 5 6 7 8}
@@ -108,12 +108,14 @@ T0=$(date +%s)
 case $WHAT in
   run)
     base
+    cp "$SELF" "$OUT_DIR/study_seeds.sh"  # the script the runs used, kept with them (edits here do not leak in)
     for study in cpt it; do  # the CPT question first (the one the 3-seed study left open), then IT
       for s in $SEEDS; do for a in $ARMS; do [[ $a == "$study"_* ]] && echo "$a $s"; done; done
     done |
-      xargs -P "$JOBS" -n 2 env OUT_DIR="$OUT_DIR" bash "$SELF" _one
+      xargs -P "$JOBS" -n 2 env OUT_DIR="$OUT_DIR" STUDY_ROOT="$PWD" bash "$OUT_DIR/study_seeds.sh" _one
     [[ -n ${DRY:-} ]] || report ;;
+  base) base ;;
   report) report ;;
-  *) echo "usage: bash benchmarks/study_seeds.sh [run|report]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/study_seeds.sh [run|base|report]" >&2; exit 2 ;;
 esac
 echo "study_dir=$OUT_DIR study_wall_s=$(($(date +%s) - T0))"

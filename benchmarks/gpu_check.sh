@@ -55,7 +55,7 @@ if [[ $DRY == 1 ]]; then  # micro shapes, a handful of steps, one thread: the sa
   MODEL="model.hidden_size=64 model.num_hidden_layers=2 model.num_attention_heads=8 model.num_key_value_heads=8
     model.intermediate_size=128 model.max_position_embeddings=64"
   PRE_VAL="trainer.val_check_interval=4 trainer.limit_val_batches=2"
-  CPT_VAL="trainer.val_check_interval=3 trainer.limit_val_batches=2 eval.max_ppl_batches=2 ++method.assess_samples=8"
+  CPT_VAL="trainer.val_check_interval=3 trainer.limit_val_batches=2 eval.max_ppl_batches=2"  # APEX assesses on method.assess_samples=256 (its default)
   OVERHEAD_SHAPES="micro"; OVERHEAD_ARGS="--quick --steps 2 --warmup 1 --threads 1"
   EST_PRE=60 EST_CPT=90 EST_OVH=40
 else
@@ -64,7 +64,7 @@ else
   MODEL="model.hidden_size=768 model.num_hidden_layers=12 model.num_attention_heads=12 model.num_key_value_heads=12
     model.intermediate_size=2048 model.max_position_embeddings=512"
   PRE_VAL="trainer.val_check_interval=100 trainer.limit_val_batches=20"
-  CPT_VAL="trainer.val_check_interval=40 trainer.limit_val_batches=16 eval.max_ppl_batches=16 ++method.assess_samples=256"
+  CPT_VAL="trainer.val_check_interval=40 trainer.limit_val_batches=16 eval.max_ppl_batches=16"  # APEX: assess_samples=256 (default)
   OVERHEAD_SHAPES="125m 1b"; OVERHEAD_ARGS="--device cuda --steps 8"
   EST_PRE=150 EST_CPT=150 EST_OVH=90
 fi

@@ -83,8 +83,16 @@ weights = sorted(base.glob("*.safetensors"))
 digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()
 summary = run / "summary.json"
 info = json.loads(summary.read_text()) if summary.is_file() else {}
+import os
+data = pathlib.Path(os.environ.get("APEXLM_DATA_DIR") or "data") / "manifest.json"
+manifest = json.loads(data.read_text()) if data.is_file() else {}
+sources = manifest.get("sources", {})
 record = {"base": str(base), "weights_sha256": digest, "command": cmd,
-          "final_val_ppl": info.get("final_val_ppl"), "steps": info.get("global_step", info.get("steps"))}
+          "final_val_ppl": info.get("final_val_ppl"), "steps": info.get("optimizer_steps"),
+          "tokens": info.get("tokens_seen"),
+          "tokenizer_fingerprint": sources.get("tokenizer", {}).get("fingerprint"),
+          "corpus_sha256": {k: v["sha256"][:16] for src in sources.values() for k, v in src.get("files", {}).items()
+                            if k.startswith("text/")}}
 out.write_text(json.dumps(record, indent=1))
 print("study base:", json.dumps(record))
 EOF

@@ -5,10 +5,10 @@
 #             APEX with mixer LR x30 (restarts).
 #   IT arms:  full, LoRA (r matched to low-budget APEX), HFT, APEX (official IT knobs), low-budget APEX, S2-only.
 # Reproducible to the printed digits (docs/results.md, "Reproducing the CPU studies"): every run and the base
-# use ONE torch thread (the intra-op thread count changes the order of float reductions; the 2026-11-27
-# tables mixed 2-thread `cpt` runs, 1-thread `all` runs and a base built at the default 2 threads), and the
-# base is the one benchmarks/study_seeds.sh builds (data/base/tiny_study_v2: experiment=pretrain_tiny, 600
-# steps, seed 42, threads=1; built by that script's command when missing; its weights' sha256 is printed).
+# use ONE torch thread (the 2026-11-27 tables mixed 2-thread `cpt` runs, 1-thread `all` runs and a base built
+# at torch's default thread count), and the base is the one benchmarks/study_seeds.sh builds
+# (data/base/tiny_study_v2: experiment=pretrain_tiny, 600 steps, seed 42, threads=1; built by that script's
+# command when missing) and fingerprints (sha256 of its weights, tokenizer fingerprint, corpus hashes).
 # Usage: bash benchmarks/study_cpu.sh [cpt|it|all]   (all = both studies side by side)
 # Knobs (env): SEEDS=1,2,3 CPT_STEPS=60 IT_STEPS=60 IT_ARMS=... EVAL_ITEMS=20 BASE=data/base/tiny_study_v2
 # Each study's console output goes to logs/study_<cpt|it>/<time>.log; the script prints the wall time.

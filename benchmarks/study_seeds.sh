@@ -7,9 +7,10 @@
 # a kill loses only the runs in flight, and rerunning the same command with OUT_DIR=<that dir> runs only the
 # missing ones. Runs go study by study (CPT, then IT), seed by seed within each (all arms of seed 1, then
 # seed 2, ...), so a partial study is still paired by seed.
-# Reproducibility (docs/results.md): one torch thread per run and for the base (intra-op threads change the
-# order of float reductions, hence the digits), a base built by one fixed command (BASE below, built when
-# missing), and the base's fingerprint (sha256 of its weights, its val ppl) written to $OUT_DIR/base.json.
+# Reproducibility (docs/results.md): one torch thread per run and for the base (a free variable of the
+# floats otherwise), a base built by one fixed command (BASE below, built when missing), and the base's
+# fingerprint (sha256 of its weights, its val ppl, the tokenizer fingerprint and corpus hashes of the prepared
+# data it was trained on) written to $OUT_DIR/base.json: a rebuild that differs says where.
 # Usage:  nice -n 19 bash benchmarks/study_seeds.sh [run|base|report]   (base: build/fingerprint the base only)
 # Knobs (env): SEEDS="1 2 3 4 5 6 7 8" ARMS="cpt_control cpt_x30 it_full it_x1 it_x30 it_s2" JOBS=2 (runs in
 # parallel) STEPS=60 EVAL_ITEMS=20 BASE=data/base/tiny_study_v2 BASE_STEPS=600 OUT_DIR=logs/study_seeds/<time>

@@ -6,7 +6,7 @@ Shapes are LLaMA-style and built fresh from a `LlamaConfig` (no pretrained weigh
     micro     64 hidden, 2 layers, 4/2 heads (GQA), ffn 96    tests and dry runs
     tiny      256, 4 layers, 8 heads, ffn 688, vocab 8192      the project's ~5M tiny model (CPU --quick)
     base100m  768, 12 layers, 12 heads, ffn 2048, vocab 8192   ~91M base pre-trained by gpu_check
-    125m      768, 12 layers, 12 heads, ffn 2048, vocab 32000  llama-shaped 125M (design §3 cost notes)
+    125m      768, 12 layers, 12 heads, ffn 2048, vocab 32000  llama-shaped 125M
     1b        2048, 22 layers, 32/4 heads, ffn 5632, v 32000   TinyLlama-1.1B shape (GQA)
 """
 

@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from bench_common import SHAPES, build_model, machine_info, machine_line, median, method_config, sync  # noqa: E402
 from bench_common import random_batches, train_step  # noqa: E402
 
-from apexlm.callbacks.stages import StageCallback  # noqa: E402
+from apexlm.callbacks.stage_boundary import StageBoundaryCallback  # noqa: E402
 from apexlm.callbacks.throughput import ThroughputCallback  # noqa: E402
 from apexlm.methods import build_method  # noqa: E402
 from apexlm.models.module import CausalLMModule  # noqa: E402
-from apexlm.training.stages import lr_factor  # noqa: E402
+from apexlm.methods.schedule import lr_factor  # noqa: E402
 
 OPTIM = {"lr": 3e-4, "weight_decay": 0.0, "betas": (0.9, 0.95), "eps": 1e-8, "warmup_ratio": 0.03,
          "restart_warmup_ratio": 0.005, "schedule": "cosine"}
@@ -98,7 +98,7 @@ def run_lightning(a: argparse.Namespace, loader_fn, vocab: int, device: torch.de
                         precision="bf16-mixed" if device.type == "cuda" else "32-true", max_steps=a.steps,
                         max_epochs=-1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                        gradient_clip_val=CLIP, callbacks=[StageCallback(), ThroughputCallback(), timer])
+                        gradient_clip_val=CLIP, callbacks=[StageBoundaryCallback(), ThroughputCallback(), timer])
     trainer.fit(module, train_dataloaders=loader_fn())
     return {"seconds": timer.t1 - timer.t0, "losses": [float(x) for x in timer.losses],
             "step_s": _intervals(timer.ends, a.warmup)}

@@ -46,10 +46,10 @@ def compose_cfg(overrides: list[str], run_dir: Path | None = None, config_name: 
 
 
 def run_in_process(overrides: list[str], run_dir: Path) -> dict:
-    from apexlm.training.run import run
+    from apexlm.training.run import fit
 
     cfg = compose_cfg(overrides, run_dir)
-    return run(cfg, run_dir)
+    return fit(cfg, run_dir)[0]
 
 
 @pytest.fixture

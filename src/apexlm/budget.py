@@ -55,7 +55,7 @@ def budget(cfg: DictConfig) -> dict[str, Any]:
             "total_params_with_operators": total, "trainable_fraction": trainable / base_total}
 
 
-# Matched-budget pairs (issue: APEX ~52 % vs HFT ~50 % vs full; low-budget APEX vs LoRA at a matched rank).
+# Matched-budget pairs (APEX ~52 % vs HFT ~50 % vs full; low-budget APEX vs LoRA at a matched rank).
 PAIRS: dict[str, list[str]] = {
     "half": ["experiment=apex_it", "experiment=hft_it", "experiment=full_it"],
     "low": ["experiment=apex_lowbudget_it", "experiment=lora_it"],

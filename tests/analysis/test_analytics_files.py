@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from apexlm.analysis.offline import final_analysis
 from apexlm.models.builders import build_model
-from apexlm.training.setup import load_run_tokenizer
+from apexlm.models.tokenizer import load_run_tokenizer
 from tests.conftest import MICRO, compose_cfg
 from tests.eval.runs import micro_runs
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from apexlm.analysis.report_stats import Delta, t975, t_interval
-from apexlm.analysis.report_tables import deltas_table
+from apexlm.analysis.report.stats import Delta, t975, t_interval
+from apexlm.analysis.report.tables import deltas_table
 
 
 def test_t_quantiles_match_the_tabulated_values():

@@ -1,4 +1,4 @@
-"""Hand-computed score references (spec §1) from activations captured by the test's own hooks."""
+"""Hand-computed score references (method §1) from activations captured by the test's own hooks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Architecture introspection (project decision 1)."""
+"""Architecture introspection (method §1–§3)."""
 
 import pytest
 import torch

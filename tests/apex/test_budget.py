@@ -1,4 +1,4 @@
-"""Meta-device budget dry-runs (spec §5) and parameter counting."""
+"""Meta-device budget dry-runs (method §5) and parameter counting."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Two-process (gloo) scoring equals one process running both micro-batches (spec §1, DDP)."""
+"""Two-process (gloo) scoring equals one process running both micro-batches (method §1, DDP)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Monarch mixer (spec §3.1) and the ablation mixers."""
+"""Monarch mixer (method §3.1) and the ablation mixers."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Function preservation in float32 (spec §2–§4): expand, perturb + fold/fuse, second stage, resume."""
+"""Function preservation in float32 (method §2–§4): expand, perturb + fold/fuse, second stage, resume."""
 
 import pytest
 import torch

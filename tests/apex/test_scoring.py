@@ -1,4 +1,4 @@
-"""Score recording (spec §1): reference with padding, modes, once per forward, training/assessing only."""
+"""Score recording (method §1): reference with padding, modes, once per forward, training/assessing only."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""P/N/E selection, sizes, ties and config errors (spec §2)."""
+"""P/N/E selection, sizes, ties and config errors (method §2)."""
 
 import pytest
 import torch

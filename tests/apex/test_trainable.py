@@ -1,4 +1,4 @@
-"""Trainable sets, optimizer groups and stage-boundary optimizer handling (spec §5, §6, §7)."""
+"""Trainable sets, optimizer groups and stage-boundary optimizer handling (method §5, §6, §7)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Column/row wrappers and the fold against dense references written out here (spec §3.3–§3.6, §4)."""
+"""Column/row wrappers and the fold against dense references written out here (method §3.3–§3.6, §4)."""
 
 import pytest
 import torch

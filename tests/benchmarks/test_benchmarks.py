@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end on CPU at the micro size (no timing assertions: design §5).
+"""The benchmark scripts run end to end on CPU at the micro size (no timing assertions: timings live in the benchmark tables).
 
 One thread everywhere, so a busy 2-core machine does not stall the OpenMP pool.
 """

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from apexlm.data.eval_items import load_eval_items
 from apexlm.data.instructions import (
     TASKS,
     InstructionSizes,
     generate_splits,
-    load_eval_items,
     prompt_messages,
     score_answer,
 )

@@ -15,8 +15,9 @@ import pytest
 from apexlm.data import paths
 from apexlm.data import prepare as prep
 from apexlm.data.datamodule import build_datamodule, build_val_loaders
+from apexlm.data.eval_items import load_eval_items
 from apexlm.data.fileio import sha256_file
-from apexlm.data.instructions import InstructionSizes, load_eval_items, score_answer
+from apexlm.data.instructions import InstructionSizes, score_answer
 from apexlm.data.sources import shakespeare
 from apexlm.data.split import val_names
 from apexlm.data.tokenizer import load_tokenizer

@@ -36,14 +36,14 @@ def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Pa
         monkeypatch.setattr(cls, "finalize", finalize)
     recorded: list[int] = []
     if cls is apex_mod.ApexMethod:
-        original_stage_end = cls.on_stage_end
+        original_transition = cls.transition
 
-        def on_stage_end(self, model, optimizer):
+        def transition(self, model, optimizer):
             recorded.append(sum(self.apex.recorder.count["ffn"]) + sum(self.apex.recorder.count["attn"]))
             assert model.training  # training forwards run in train mode, so they are scored
-            return original_stage_end(self, model, optimizer)
+            return original_transition(self, model, optimizer)
 
-        monkeypatch.setattr(cls, "on_stage_end", on_stage_end)
+        monkeypatch.setattr(cls, "transition", transition)
     run_dir = tmp_path / "run"
     summary = run_in_process([f"experiment={experiment}", "debug=fdr", *MICRO, "logger=csv", "export=true",
                               f"paths.log_dir={tmp_path}"], run_dir)
@@ -83,13 +83,13 @@ def test_apex_scores_training_forwards_of_a_pretrained_model(tmp_path: Path, mon
                                  intermediate_size=96, vocab_size=len(tok))).save_pretrained(base)
     tok.save_pretrained(base)
     seen: list[tuple[bool, int]] = []
-    original = apex_mod.ApexMethod.on_stage_end
+    original = apex_mod.ApexMethod.transition
 
-    def on_stage_end(self, model, optimizer):
+    def transition(self, model, optimizer):
         seen.append((model.training, sum(self.apex.recorder.count["ffn"])))
         return original(self, model, optimizer)
 
-    monkeypatch.setattr(apex_mod.ApexMethod, "on_stage_end", on_stage_end)
+    monkeypatch.setattr(apex_mod.ApexMethod, "transition", transition)
     run_in_process(["experiment=apex_it", "debug=fdr", *MICRO, f"model.pretrained={base}", "logger=csv",
                     f"paths.log_dir={tmp_path}"], tmp_path / "run")
     assert seen and all(training and count > 0 for training, count in seen), seen

@@ -4,11 +4,9 @@ per test session and shared by tests/eval and tests/analysis."""
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -24,29 +22,9 @@ EXPERIMENTS = {"full": "full_cpt", "apex": "apex_cpt"}
 
 def overrides(name: str, root: Path) -> list[str]:
     """The train overrides of run `name` (threads=1: far faster than 2 on a busy 2-core machine)."""
+    harness = ["eval.harness.tasks=[apexlm_mc_syllogism]"] if name == "full" else []   # lm-eval at the end too
     return [f"experiment={EXPERIMENTS[name]}", "debug=fdr", *MICRO, "threads=1", "export=true", "logger=csv",
-            f"paths.log_dir={root}/logs", *EVAL_FAST]
-
-
-@contextlib.contextmanager
-def analytics_callback_installed() -> Iterator[None]:
-    """Make the pipeline add AnalyticsCallback when eval.analytics is set (unless it already does)."""
-    import apexlm.training.run as run_mod
-    from apexlm.callbacks.analytics import AnalyticsCallback
-
-    original = run_mod.build_callbacks
-
-    def with_analytics(cfg, run_dir):  # noqa: ANN001, ANN202 - same signature as the wrapped builder
-        callbacks = original(cfg, run_dir)
-        if cfg.eval.get("analytics") and not any(isinstance(c, AnalyticsCallback) for c in callbacks):
-            callbacks.append(AnalyticsCallback(cfg, run_dir))
-        return callbacks
-
-    run_mod.build_callbacks = with_analytics
-    try:
-        yield
-    finally:
-        run_mod.build_callbacks = original
+            f"paths.log_dir={root}/logs", *EVAL_FAST, *harness]
 
 
 @functools.cache
@@ -55,12 +33,11 @@ def micro_runs() -> dict[str, Path]:
     root = Path(tempfile.mkdtemp(prefix="apexlm-eval-runs-"))
     atexit.register(shutil.rmtree, root, True)
     dirs = {}
-    with analytics_callback_installed():
-        for name in EXPERIMENTS:
-            run_dir = root / name
-            run_in_process(overrides(name, root), run_dir)
-            cfg = compose_cfg(overrides(name, root), run_dir)
-            (run_dir / ".hydra").mkdir(exist_ok=True)
-            OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-            dirs[name] = run_dir
+    for name in EXPERIMENTS:  # eval.analytics=true: the pipeline adds the AnalyticsCallback itself
+        run_dir = root / name
+        run_in_process(overrides(name, root), run_dir)
+        cfg = compose_cfg(overrides(name, root), run_dir)
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+        dirs[name] = run_dir
     return dirs

@@ -9,7 +9,8 @@ import torch
 
 import apexlm.eval.exact_match as em
 from apexlm.data.chat import generation_prompt
-from apexlm.data.instructions import load_eval_items, prompt_messages
+from apexlm.data.eval_items import load_eval_items
+from apexlm.data.instructions import prompt_messages
 from apexlm.eval.exact_match import exact_match, items_per_task
 from apexlm.eval.generation import cut_at_stop, fit_context, greedy_generate, left_pad
 from apexlm.eval.loading import load_hf_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apexlm.data.instructions import load_eval_items
+from apexlm.data.eval_items import load_eval_items
 from apexlm.eval.multiple_choice import choice_sets, mc_items, sequence_logprobs
 from tests.apex._models import llama
 

@@ -14,7 +14,7 @@ from apexlm.eval.loading import load_hf_model
 from apexlm.eval.perplexity import split_perplexity
 from apexlm.eval.run_eval import run_val_loader
 from apexlm.models.module import token_loss_sum
-from apexlm.training.setup import load_run_tokenizer
+from apexlm.models.tokenizer import load_run_tokenizer
 from tests.apex._models import llama
 from tests.eval.runs import micro_runs
 

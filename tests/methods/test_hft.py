@@ -55,7 +55,7 @@ def test_exactly_the_drawn_half_moves_each_stage(freeze: str) -> None:
             if name.rsplit(".", 1)[0] not in chosen:
                 assert torch.equal(after[name], tensor), f"{name} is frozen this stage but moved"
         seen.append(list(method.selection))
-        method.on_stage_end(model, opt)
+        method.end_stage(model, opt)
     assert len({tuple(s) for s in seen}) > 1, "the selection never changed across stages"
 
 
@@ -65,7 +65,7 @@ def test_selection_is_reproducible_from_the_seed_and_resumes() -> None:
         model = m.prepare(micro_model())
         out = [m.selection]
         for _ in range(3):
-            m.on_stage_end(model, None)
+            m.end_stage(model, None)
             out.append(m.selection)
         return out
 
@@ -74,16 +74,16 @@ def test_selection_is_reproducible_from_the_seed_and_resumes() -> None:
     # resume: a fresh method on a fresh model takes over the stage and the selection
     m = build_method(_cfg(), seed=3)
     model = m.prepare(micro_model())
-    m.on_stage_end(model, None)
-    m.on_stage_end(model, None)
+    m.end_stage(model, None)
+    m.end_stage(model, None)
     state = m.state_dict()
     m2 = build_method(_cfg(), seed=99)
     model2 = m2.prepare(micro_model())
     m2.load_state_dict(state)
     assert m2.stage == 2 and m2.selection == m.selection and m2.seed == 3
     assert [p.requires_grad for p in model2.parameters()] == [p.requires_grad for p in model.parameters()]
-    m.on_stage_end(model, None)
-    m2.on_stage_end(model2, None)
+    m.end_stage(model, None)
+    m2.end_stage(model2, None)
     assert m2.selection == m.selection  # the next redraw agrees too
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +36,12 @@ class KillAt(L.Callback):
             raise Killed(f"killed at step {self.step}")
 
 
-@contextlib.contextmanager
-def extra_callbacks(*callbacks: L.Callback) -> Iterator[None]:
-    """Append callbacks to the ones the pipeline builds (apexlm.training.run.build_callbacks)."""
-    import apexlm.training.run as run_mod
-
-    original = run_mod.build_callbacks
-    run_mod.build_callbacks = lambda cfg, run_dir: [*original(cfg, run_dir), *callbacks]
-    try:
-        yield
-    finally:
-        run_mod.build_callbacks = original
-
-
 def fit(overrides: list[str], run_dir: Path, *callbacks: L.Callback) -> tuple[dict, Any]:
     """Run the real pipeline in-process; returns (summary, module)."""
     from apexlm.training.run import fit as fit_run
 
     cfg = compose_cfg(overrides, run_dir)
-    with extra_callbacks(*callbacks):
-        return fit_run(cfg, run_dir)
+    return fit_run(cfg, run_dir, callbacks=callbacks)
 
 
 def weights(module: Any) -> dict[str, torch.Tensor]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import apexlm.models.module as module_mod
-from apexlm.callbacks.checkpointing import AtomicCheckpointIO, nonfinite_tensors
 from apexlm.callbacks.guard import NonFiniteError, param_fingerprint
+from apexlm.training.checkpoint_io import AtomicCheckpointIO, nonfinite_tensors
 from tests.conftest import MICRO
 from tests.reliability.helpers import cli_many, error_lines, fit
 

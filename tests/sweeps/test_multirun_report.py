@@ -34,7 +34,7 @@ def test_micro_study_and_report(tmp_path: Path) -> None:
     assert {json.loads(p.read_text())["experiment"] for p in summaries} == {STUDY}
 
     out = tmp_path / "report"
-    rep = subprocess.run([sys.executable, "-m", "apexlm.analysis.report_sweep", str(sweep), "--out", str(out),
+    rep = subprocess.run([sys.executable, "-m", "apexlm.analysis.report.sweep", str(sweep), "--out", str(out),
                           "--baseline", "full_it", "--controls", "full_it,full_restart_it"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr[-3000:]

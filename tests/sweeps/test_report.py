@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apexlm.analysis.report_collect import read_curve, split_override
-from apexlm.analysis.report_stats import pooled_std, tokens_to_reach
-from apexlm.analysis.report_sweep import build_report, main, split_names
+from apexlm.analysis.report.collect import read_curve, split_override
+from apexlm.analysis.report.stats import pooled_std, tokens_to_reach
+from apexlm.analysis.report.sweep import build_report, main, split_names
 
 COMMON = ["debug=fdr", "model.hidden_size=64"]  # shared by every run: must not show up in variant names
 

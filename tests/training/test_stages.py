@@ -7,7 +7,7 @@ import math
 import pytest
 
 from apexlm.errors import ConfigError
-from apexlm.training.stages import lr_factor, stage_boundaries
+from apexlm.methods.schedule import lr_factor, stage_boundaries
 
 
 def test_equal_splits_and_no_boundary_at_the_end() -> None:

@@ -5,7 +5,7 @@ helpers `count_params` / `apex_budget`. See docs/method.md for the method and th
 cited in each module.
 """
 
-from apexlm.apex.budget import apex_budget
+from apexlm.apex.param_budget import apex_budget
 from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.core import Apex

@@ -1,4 +1,4 @@
-"""Architecture introspection for LLaMA-style decoders (spec §1–§3, project decision: GQA by KV group).
+"""Architecture introspection for LLaMA-style decoders (method §1–§3; GQA by KV group, method §2).
 
 APEX touches, in every decoder layer, `self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj` and
 `mlp.act_fn`. This module finds them, reads the head geometry, and lets other modules swap a projection

@@ -3,7 +3,7 @@
 Names follow docs/method.md: `k_ratio` is the fraction of a layer's units in P and in N each (§1–§2; the
 official `v_ratio`/`u_ratio` are 2·k_ratio), `tuned_*_ratio` the fraction in N∪P∪E (§2), `operator` the
 mixer of §3.1 (or an ablation), `finetune_qk` the q/k s2 deltas of §3.6, `train_embeddings` and
-`base_trainable` the trainable sets of §5 (instruction tuning) and §10.9 (continued pre-training).
+`base_trainable` the trainable sets of method §5 (instruction tuning and continued pre-training).
 A bad value raises `ConfigError` with one line that says what is wrong and how to fix it.
 """
 
@@ -36,7 +36,7 @@ def _ratio(name: str, value: float | None, high: float, optional: bool = False) 
 
 @dataclass
 class ApexConfig:
-    """What to select, how to expand and what to train (spec §1–§5).
+    """What to select, how to expand and what to train (method §1–§5).
 
     k_ratio: P and N each hold max(1, floor(n*k_ratio)) units per layer (paper: IT 0.1875, CPT 0.125).
     tuned_attn_ratio / tuned_ffn_ratio: N∪P∪E holds floor(n*ratio) units; None means E is empty.
@@ -75,6 +75,11 @@ class ApexConfig:
         _ratio("k_ratio", self.k_ratio, 0.5)
         _ratio("tuned_attn_ratio", self.tuned_attn_ratio, 1.0, optional=True)
         _ratio("tuned_ffn_ratio", self.tuned_ffn_ratio, 1.0, optional=True)
+        for name in ("tuned_attn_ratio", "tuned_ffn_ratio"):
+            value = getattr(self, name)
+            if value is not None and float(value) < 2 * float(self.k_ratio):
+                raise ConfigError(f"apex {name}={value} must cover P and N (>= 2*k_ratio = {2 * self.k_ratio:g}); "
+                                  "raise it or lower k_ratio")
         _choice("scoring", self.scoring, SCORINGS)
         _choice("selection", self.selection, SELECTIONS)
         _choice("operator", self.operator, OPERATORS)

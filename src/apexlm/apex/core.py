@@ -1,4 +1,4 @@
-"""`Apex`: the APEX training life cycle on a Hugging Face LLaMA-family model (spec §1–§6).
+"""`Apex`: the APEX training life cycle on a Hugging Face LLaMA-family model (method §1–§6).
 
     apex = Apex(model, ApexConfig())        # installs the score recorders (§1)
     with apex.assessing(): model(...)       # stage-1 assessment pass (eval / no-grad forwards count)
@@ -27,7 +27,7 @@ from apexlm.apex.optim import build_param_groups, optimizer_params, reset_state
 from apexlm.apex.permute import permute_optimizer_state
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
-from apexlm.apex.stage import Sets, overlap_metrics, select_and_permute, size_summary
+from apexlm.apex.reselect import Sets, overlap_metrics, select_and_permute, size_summary
 from apexlm.apex.wrap import LayerOps, operator_params, set_trainable, wrap_layer
 
 STATE_VERSION = 1

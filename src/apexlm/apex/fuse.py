@@ -1,4 +1,4 @@
-"""Folding operators back into the dense weights (spec §4), exactly and in float32.
+"""Folding operators back into the dense weights (method §4), exactly and in float32.
 
 fold: every wrapper's effective weight (and bias: the official fuse forgot the column-side bias) is
 computed in float32 and copied into its own base Parameter, for all members of a layer BEFORE the shared

@@ -1,4 +1,4 @@
-"""Ablation mixers with the Monarch interface, and the factory that picks one (project decision 6).
+"""Ablation mixers with the Monarch interface, and the factory that picks one (method §3).
 
 Every mixer maps row vectors x (..., n) to x·Mᵀ, exposes `dense()` (M itself) and `reset_(gen)` (back
 to M = 0). `dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").

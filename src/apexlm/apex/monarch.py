@@ -1,4 +1,4 @@
-"""Monarch mixer: the structured n×n operator M of spec §3.1.
+"""Monarch mixer: the structured n×n operator M of method §3.1.
 
 M = (block-diagonal factor 2) · (stride permutation) · (block-diagonal factor 1), with nb blocks of size
 b = n/nb, nb the divisor of n nearest √n (smaller on ties). It is applied to row vectors: `mixer(x)`

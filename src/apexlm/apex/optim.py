@@ -1,4 +1,4 @@
-"""Optimizer parameter groups and per-stage optimizer-state resets (spec §6, §7 "Optimizer groups").
+"""Optimizer parameter groups and per-stage optimizer-state resets (method §6, §7 "Optimizer groups").
 
 Groups (no parameter twice; shared operators are counted once):
   base / base_no_decay: other trainables (embeddings, lm_head; every base weight in CPT mode), with weight

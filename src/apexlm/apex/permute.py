@@ -1,4 +1,4 @@
-"""Function-preserving permutation of heads (by KV group) and FFN channels (spec §2).
+"""Function-preserving permutation of heads (by KV group) and FFN channels (method §2).
 
 The new layout is order = N ++ P ++ E ++ rest. Attention is equivariant to permuting whole KV groups
 (a group = one k/v head and its rep q heads; RoPE is the same for every head) and the FFN to permuting

@@ -1,4 +1,4 @@
-"""Advantage assessment: per-layer head and channel scores from forward hooks (spec §1).
+"""Advantage assessment: per-layer head and channel scores from forward hooks (method §1).
 
 Sources (no transformers fork): the FFN score of channel c is ‖act(gate)[..., c]‖₂ (forward hook on
 `mlp.act_fn`, as the official code); the attention score of KV group g is the L2 norm of the o_proj input

@@ -1,4 +1,4 @@
-"""Selection of P, N and E per layer (spec §2), and the per-layer sizes that stay fixed across stages.
+"""Selection of P, N and E per layer (method §2), and the per-layer sizes that stay fixed across stages.
 
 Units: KV groups for attention (MHA: heads), channels for the FFN. Sizes: k = max(1, floor(n·k_ratio))
 units in P and in N each, `tuned` = floor(n·tuned_ratio) units in N∪P∪E (2k when the ratio is None).

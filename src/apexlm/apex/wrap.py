@@ -1,4 +1,4 @@
-"""Install and remove the expansion wrappers of one layer (spec §3.3–§3.6, §5).
+"""Install and remove the expansion wrappers of one layer (method §3.3–§3.6, §5).
 
 Given the layer's attention and FFN sizes (in the already-permuted layout N | P | E | rest):
   attention, k > 0 and an operator: v = ColumnWrapper, o = RowWrapper sharing one OperatorGroup of size

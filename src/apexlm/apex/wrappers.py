@@ -1,4 +1,4 @@
-"""Weight-side expansion wrappers: spec §3.2–§3.6 (and §3.5 sharing), with biases and GQA.
+"""Weight-side expansion wrappers: method §3.2–§3.6 (and §3.5 sharing), with biases and GQA.
 
 Each wrapped projection builds its effective weight W' once per forward and calls `F.linear` once. The
 tuned span [0, tuned_end) of the permuted layout holds N | P | E (§2). With U = W[tuned] + s2:
@@ -10,7 +10,7 @@ column side (v, up, gate; rows, weight (out, in)), mix_channels=True:
 row side (o, down; columns), no scale:
     W'_N = U_N·diag(vec) + U_P·Mᵀ,  W'_P = U_P   (False: W'_N = U_N·diag(vec), W'_P = U_P + U_P·Mᵀ).
 
-GQA (project decision 7): v's unit is a KV head (mixer size n = k·d_h); o's N/P columns hold k groups of
+GQA (method §2, §3): v's unit is a KV head (mixer size n = k·d_h); o's N/P columns hold k groups of
 `slots` = rep q heads. o applies the same mixer and vec to each q-head slot r: columns (k, rep, d_h) are
 viewed as rep rows of length k·d_h, so q head r of an N group is mixed from q head r of the P groups,
 matching the values it reads. For rep = 1 this is the official MHA sharing.

@@ -6,8 +6,9 @@
                      `Apex.unit_ids`) on the first `eval.analytics_batches` val batches;
   before the optimizer step that completes a boundary step: snapshots the APEX unit scores of the ending
                      stage (the recorders are zeroed by the transition);
-  after the StageCallback's transition at a boundary: snapshot `stage<k>_step<s>` (activations, erank of
-                     W and ΔW, P/N Jaccard with the stage before, score histogram);
+  once the method's stage has advanced (seen at the next batch start or train end, so whichever callback
+                     runs the transition and in whatever order): snapshot `stage<k>_step<s>` (activations,
+                     erank of W and ΔW, P/N Jaccard with the stage before, score histogram);
   on_train_end       snapshot `final` (APEX wrappers are read through their effective weights).
 Results land in `<run_dir>/analysis/` (see `apexlm.analysis.analyzer`); scalars go to the trainer's loggers
 as `eval/…`. Only rank zero analyses; score snapshots (a collective under DDP) happen on every rank.
@@ -60,8 +61,7 @@ class AnalyticsCallback(L.Callback):
         self.enabled = True
         self.prev_sets: Sets | None = None
         self.pending_scores: dict[str, list[torch.Tensor]] | None = None
-        self.done: set[int] = set()
-        self.deferred: int | None = None
+        self.seen_stage = 0  # the method's stage at the last snapshot
 
     # ---- start ---------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -72,6 +72,7 @@ class AnalyticsCallback(L.Callback):
             return
         apex = _apex(pl_module)
         self.prev_sets = copy_sets(getattr(apex, "sets", None))
+        self.seen_stage = int(pl_module.method.stage)
         if not trainer.is_global_zero:
             return
         batches = []
@@ -94,21 +95,15 @@ class AnalyticsCallback(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.deferred is not None:               # the StageCallback ran after us at the last boundary
-            step, self.deferred = self.deferred, None
-            self._boundary(trainer, pl_module, step)
+        self._after_transition(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        step = trainer.global_step
+    def _after_transition(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Snapshot each boundary whose transition has happened since the last look."""
         boundaries = list(getattr(pl_module, "boundaries", []))
-        if not self.enabled or step not in boundaries or step in self.done:
-            return
-        self.done.add(step)
-        if int(pl_module.method.stage) >= boundaries.index(step) + 1:
+        while self.enabled and self.seen_stage < min(int(pl_module.method.stage), len(boundaries)):
+            step = boundaries[self.seen_stage]
+            self.seen_stage += 1
             self._boundary(trainer, pl_module, step)
-        else:
-            self.deferred = step
 
     def _boundary(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         apex = _apex(pl_module)
@@ -123,9 +118,7 @@ class AnalyticsCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:
             return
-        if self.deferred is not None:
-            step, self.deferred = self.deferred, None
-            self._boundary(trainer, pl_module, step)
+        self._after_transition(trainer, pl_module)
         self._snapshot(trainer, pl_module, "final", trainer.global_step, _scores(_apex(pl_module)), None)
 
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str, step: int,

@@ -102,21 +102,36 @@ def param_fingerprint(module: torch.nn.Module) -> torch.Tensor:
 
 
 class RankAgreementGuard(L.Callback):
-    """After each stage transition under DDP, every rank must hold exactly the same parameters."""
+    """After each stage transition under DDP, every rank must hold exactly the same parameters.
+
+    Checked at the first batch start (or train end) after the method's stage advanced, so it never depends on
+    the order in which callbacks run at the boundary's batch end.
+    """
 
     def __init__(self) -> None:
-        self._checked: set[int] = set()
+        self._seen_stage = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        step = trainer.global_step
-        if trainer.world_size <= 1 or step in self._checked or step not in getattr(pl_module, "boundaries", ()):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._seen_stage = int(pl_module.method.stage)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stage = int(pl_module.method.stage)
+        if stage == self._seen_stage:
             return
-        if type(trainer.strategy).__name__ not in ("DDPStrategy", "DDPSpawnStrategy"):
-            return  # sharded strategies hold different shards per rank
-        self._checked.add(step)
+        self._seen_stage = stage
+        if trainer.world_size <= 1 or type(trainer.strategy).__name__ not in ("DDPStrategy", "DDPSpawnStrategy"):
+            return  # one process, or a sharded strategy (ranks hold different shards)
         fingerprints = pl_module.all_gather(param_fingerprint(pl_module)).reshape(-1)
-        if not bool((fingerprints == fingerprints[0]).all()):
-            raise RankDivergenceError(f"DDP ranks hold different parameters after the stage transition at step "
-                                      f"{step}: fingerprints {fingerprints.tolist()}")
-        pl_module.log("stage/ranks_agree", 1.0, on_step=True, on_epoch=False, rank_zero_only=True)
+        stages = pl_module.all_gather(torch.tensor([float(stage)], device=pl_module.device)).reshape(-1)
+        if not bool((fingerprints == fingerprints[0]).all()) or not bool((stages == stage).all()):
+            raise RankDivergenceError(f"DDP ranks disagree after the stage transition into stage {stage}: "
+                                      f"stages {stages.tolist()}, fingerprints {fingerprints.tolist()}")
+        for logger in trainer.loggers:
+            logger.log_metrics({"stage/ranks_agree": 1.0}, step=trainer.global_step)

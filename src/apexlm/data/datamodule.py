@@ -25,10 +25,10 @@ from apexlm.data.split import evenly_spaced, seeded_subset
 from apexlm.data.text_data import build_val_loaders, text_blocks, text_val_loader
 from apexlm.errors import DataError
 
-__all__ = ["ApexDataModule", "build_datamodule", "build_val_loaders", "text_val_loader"]
+__all__ = ["LMDataModule", "build_datamodule", "build_val_loaders", "text_val_loader"]
 
 
-class ApexDataModule(L.LightningDataModule):
+class LMDataModule(L.LightningDataModule):
     """Train/val datasets ready to batch; `num_train_tokens`, `train_size` and `token_count` for logging."""
 
     def __init__(
@@ -122,7 +122,7 @@ def _tokens(dataset: Dataset) -> int:
     return dataset.num_tokens  # type: ignore[attr-defined]
 
 
-def build_datamodule(cfg: Mapping[str, Any], tokenizer, seed: int) -> ApexDataModule:
+def build_datamodule(cfg: Mapping[str, Any], tokenizer, seed: int) -> LMDataModule:
     """Load, check and tokenize the data described by `cfg` (see `apexlm.data.spec.DataSpec`).
 
     Raises `DataError` for any data problem (missing path, malformed JSONL, bad roles, non-UTF-8
@@ -143,4 +143,4 @@ def build_datamodule(cfg: Mapping[str, Any], tokenizer, seed: int) -> ApexDataMo
     train = _cap(train, spec.max_train_samples, lambda n, k: seeded_subset(n, k, seed))
     val = _cap(val, spec.max_val_samples, evenly_spaced)
     _check_sizes(spec, len(train), len(val), unit)  # type: ignore[arg-type]
-    return ApexDataModule(spec, train, val, seed, collate, _tokens(train), tokenizer.pad_token_id)
+    return LMDataModule(spec, train, val, seed, collate, _tokens(train), tokenizer.pad_token_id)

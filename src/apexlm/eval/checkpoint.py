@@ -20,7 +20,6 @@ from apexlm.errors import ModelError
 
 def model_from_checkpoint(cfg: DictConfig, ckpt_path: Path, tokenizer: Any) -> nn.Module:
     """The finalized (plain HF) model of a run's checkpoint, float32 on CPU."""
-    from apexlm.callbacks.checkpointing import prepare_for_resume
     from apexlm.methods import build_method
     from apexlm.models.builders import build_model
 
@@ -30,7 +29,7 @@ def model_from_checkpoint(cfg: DictConfig, ckpt_path: Path, tokenizer: Any) -> n
         raise ModelError(f"cannot read checkpoint {ckpt_path}: {str(err).splitlines()[0][:200]}") from None
     model = build_model(cfg.model, tokenizer)
     method = build_method(cfg.method, seed=int(cfg.seed))
-    wrapped = prepare_for_resume(method, model, None)   # APEX: no assessment, no selection
+    wrapped = method.prepare_for_resume(model)   # APEX: no assessment, no selection
     method.load_state_dict(state.get("apexlm_method") or {})   # APEX: re-installs its wrappers, unpermuted
     weights = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = wrapped.load_state_dict(weights, strict=False)
@@ -38,6 +37,5 @@ def model_from_checkpoint(cfg: DictConfig, ckpt_path: Path, tokenizer: Any) -> n
         raise ModelError(f"checkpoint {ckpt_path} does not match the run's model/method config "
                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
     final = method.finalize(wrapped)
-    if hasattr(method, "apex") and method.apex is not None:
-        method.apex.close()                          # drop the score hooks: a plain model again
+    method.close()                                   # drop the score hooks: a plain model again
     return final.float().eval()

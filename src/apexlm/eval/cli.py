@@ -42,6 +42,16 @@ def _open_wandb(cfg: DictConfig, run_cfg: DictConfig, out_dir: Path) -> None:
                group=str(run_cfg.get("experiment_name")))
 
 
+def _check_harness(cfg: DictConfig) -> None:
+    """Unknown harness task names / missing task data stop before a model is loaded."""
+    from apexlm.eval.run_eval import eval_settings, wants_harness
+
+    if wants_harness(eval_settings(cfg)):
+        from apexlm.eval.harness import check_harness
+
+        check_harness(cfg)
+
+
 def run_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], Path, str]:
     """(results, folder holding eval.json, what was evaluated) for an eval.py config."""
     if cfg.get("threads"):
@@ -53,8 +63,10 @@ def run_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], Path, str]:
     if run_dir:
         target = Path(str(run_dir)).expanduser()
         run_cfg = load_run_config(target, cfg)
+        _check_harness(run_cfg)
         model, tokenizer, source = load_run_model(target, run_cfg)
     elif pretrained:
+        _check_harness(cfg)
         model, tokenizer = load_hf_model(str(pretrained), cfg.model.get("tokenizer"))
         run_cfg, target, source = cfg, _output_dir(), str(pretrained)
     else:
@@ -81,7 +93,7 @@ def eval_main(cfg: DictConfig) -> dict[str, Any] | None:
         sys.exit(2)
     print(f"evaluated: {source}", flush=True)
     for key in sorted(results):
-        if key.startswith(("ppl/", "exact_match", "mc_accuracy")) and isinstance(results[key], float):
+        if key.startswith(("ppl/", "exact_match", "mc_accuracy", "harness/")) and isinstance(results[key], float):
             print(f"  {key}: {results[key]:.4f}", flush=True)
     for note in results.get("notes", []):
         print(f"  note: {note}", flush=True)

@@ -1,6 +1,6 @@
 """Exact-match accuracy by greedy generation on held-out instruction items, scored by each task's scorer.
 
-Items come from `apexlm.data.instructions.load_eval_items` (reasoning-gym tasks with their own scorers;
+Items come from `apexlm.data.eval_items.load_eval_items` (reasoning-gym tasks with their own scorers;
 any JSONL with messages/task/question/answer works). The prompt is the conversation without its reference
 answer, rendered with the tokenizer's chat template plus the assistant header; the generated text (up to
 the first stop token) is scored by `score_answer` (1.0 only for full credit). Reported per task and as the

@@ -70,7 +70,7 @@ def load_run_model(run_dir: Path, cfg: DictConfig) -> tuple[nn.Module, Any, str]
         raise ModelError(f"run_dir={run_dir} has no export/ and no checkpoint; train with export=true "
                          "or evaluate a model dir with model.pretrained=<dir>")
     from apexlm.eval.checkpoint import model_from_checkpoint
-    from apexlm.training.setup import load_run_tokenizer
+    from apexlm.models.tokenizer import load_run_tokenizer
 
     tokenizer = load_run_tokenizer(cfg)
     return model_from_checkpoint(cfg, ckpt, tokenizer), tokenizer, str(ckpt)

@@ -8,7 +8,9 @@ switchable, see configs/eval/default.yaml):
                  limit_val_batches, not eval.max_ppl_batches, sets how many batches);
   exact_match    greedy generation on held-out instruction items, per task and macro average;
   mc_accuracy    log-likelihood multiple choice on items with a closed answer set;
-  analytics      the §8 analyses of the final model (`apexlm.analysis.offline`), if `eval.analytics`.
+  analytics      the §8 analyses of the final model (`apexlm.analysis.offline`), if `eval.analytics`;
+  harness/...    lm-evaluation-harness tasks (`eval.harness.tasks` / `.suite`, `apexlm.eval.harness`): resolved
+                 and loaded first, so a bad name or missing data stops in seconds, evaluated last.
 Results are never written over an existing file: a second evaluation of a run dir writes
 `eval-<time>.json`. Metric keys carry no prefix here; the training summary and W&B prefix them `eval/`.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 from torch import nn
 
+from apexlm.eval.harness_setup import harness_settings, requested_tasks
 from apexlm.eval.wandb_log import log_to_wandb
 from apexlm.utils.summary import write_json
 
@@ -35,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "ppl_domains": ["shakespeare", "pycode"], "val": True, "max_ppl_batches": 8, "block_size": None,
     "exact_match": True, "multiple_choice": True, "items_path": None, "max_items_per_task": 16,
     "max_new_tokens": 40, "mc_max_choices": 10, "batch_size": 8, "analytics": False, "analytics_batches": 2,
+    "harness": {},
 }
 
 
@@ -46,6 +50,11 @@ def eval_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(given, DictConfig):
         given = OmegaConf.to_container(given, resolve=True)
     return {**DEFAULTS, **dict(given)}
+
+
+def wants_harness(ev: Mapping[str, Any]) -> bool:
+    """True when `eval.harness.tasks` or `eval.harness.suite` asks for harness tasks."""
+    return bool(requested_tasks(harness_settings(ev)))
 
 
 def free_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -114,7 +123,7 @@ def run_val_loader(cfg: Mapping[str, Any], tokenizer: Any) -> Any | None:
 
 def _instruction_metrics(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any], ev: Mapping[str, Any],
                          out_dir: Path, notes: list[str]) -> dict[str, float]:
-    from apexlm.data.instructions import load_eval_items
+    from apexlm.data.eval_items import load_eval_items
     from apexlm.eval.exact_match import exact_match, items_per_task
     from apexlm.eval.multiple_choice import multiple_choice
 
@@ -171,6 +180,12 @@ def evaluate_model(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any],
     t0 = time.perf_counter()
     notes: list[str] = []
     results: dict[str, Any] = {}
+    plan = None
+    if wants_harness(ev):                       # bad task names / missing data: stop before any model work
+        from apexlm.eval.harness import prepare_harness
+
+        plan = prepare_harness(tokenizer, cfg, ev)
+    t_prep = time.perf_counter() - t0
     val_loader = run_val_loader(cfg, tokenizer) if ev.get("val") else None
     if ev.get("val") and val_loader is None:
         notes.append("ppl/val skipped: no data config (evaluating a model without a training run)")
@@ -185,14 +200,24 @@ def evaluate_model(model: nn.Module, tokenizer: Any, cfg: Mapping[str, Any],
         batches = _analysis_batches(model, tokenizer, cfg, ev, val_loader)
         results.update(final_analysis(model, tokenizer, cfg, run_dir, batches))
     t3 = time.perf_counter()
-    results.update({"time_s/ppl": t1 - t0, "time_s/generation": t2 - t1, "time_s/analytics": t3 - t2,
-                    "time_s/total": t3 - t0})
+    harness_info: dict[str, Any] = {}
+    if plan is not None:
+        from apexlm.eval.harness import run_harness
+
+        metrics, harness_info, _ = run_harness(plan, model, tokenizer, run_dir, int(ev["batch_size"]))
+        results.update(metrics)
+    t4 = time.perf_counter()
+    results.update({"time_s/ppl": t1 - t0 - t_prep, "time_s/generation": t2 - t1, "time_s/analytics": t3 - t2,
+                    "time_s/harness": t4 - t3 + t_prep, "time_s/total": t4 - t0})
     path = free_path(run_dir, "eval", ".json")
-    write_json(path, {**results, "notes": notes, "settings": ev})
-    log.info("eval: %s (%.1fs)", path, t3 - t0)
+    write_json(path, {**results, "notes": notes, "settings": ev, **({"harness": harness_info} if plan else {})})
+    log.info("eval: %s (%.1fs)", path, t4 - t0)
     numeric = {k: v for k, v in results.items() if isinstance(v, (int, float))}
     task_rows = [[k.split("/", 1)[1], v, results.get(f"mc_accuracy/{k.split('/', 1)[1]}")]
                  for k, v in numeric.items() if k.startswith("exact_match/")]
-    table = {"eval/per_task": (["task", "exact_match", "mc_accuracy"], task_rows)} if task_rows else None
-    log_to_wandb({f"eval/{k}": v for k, v in numeric.items()}, tables=table)
+    table = {"eval/per_task": (["task", "exact_match", "mc_accuracy"], task_rows)} if task_rows else {}
+    harness_rows = [[*k.split("/", 2)[1:], v] for k, v in numeric.items() if k.startswith("harness/")]
+    if harness_rows:
+        table["eval/harness"] = (["task", "metric", "value"], harness_rows)
+    log_to_wandb({f"eval/{k}": v for k, v in numeric.items()}, tables=table or None)
     return {**results, "notes": notes}

@@ -2,8 +2,10 @@
 
 prepare: install recorders, score units with an assessment pass over `assess_samples` training examples (no
 grad, as the official stage-1 pass), then expand (select P/N/E, permute, wrap; function-preserving).
-on_stage_end: in-place transition (fold -> reselect from this stage's scores -> permute -> operators to
-identity -> their optimizer state cleared). finalize: fuse into a plain HF model.
+transition: in place (fold -> reselect from this stage's scores -> permute -> operators to identity; their
+optimizer state dropped, the base's permuted with the weights, unless the method's policy clears all state,
+which `Method.end_stage` then does). finalize: fuse into a plain HF model. The stage counter is the library's
+(`Apex.stage`): there is one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from apexlm.apex import Apex, ApexConfig
+from apexlm.errors import ConfigError
 from apexlm.methods.base import Method
 
 APEX_KEYS = ("k_ratio", "tuned_attn_ratio", "tuned_ffn_ratio", "scoring", "selection", "operator",
@@ -23,16 +26,23 @@ APEX_KEYS = ("k_ratio", "tuned_attn_ratio", "tuned_ffn_ratio", "scoring", "selec
 
 
 def apex_config(cfg: Mapping[str, Any], seed: int) -> ApexConfig:
+    """The library config from the `method` group; its own checks speak of `method.<key>` here."""
     kw = {k: cfg[k] for k in APEX_KEYS if k in cfg and cfg[k] is not None}
-    return ApexConfig(seed=seed, **kw)
+    try:
+        return ApexConfig(seed=seed, **kw)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("apex ", "method.", 1)) from None
 
 
 class ApexMethod(Method):
     name = "apex"
+    rewrites_weights_in_place = True
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)
         self.apex_cfg = apex_config(cfg, seed)
+        if not float(cfg.get("mixer_lr_scale", 1.0)) > 0:
+            raise ConfigError(f"method.mixer_lr_scale={cfg.get('mixer_lr_scale')} must be > 0")
         self.apex: Apex | None = None
         self.assess_tokens = 0
 
@@ -44,10 +54,26 @@ class ApexMethod(Method):
         self.apex.expand()
         return model
 
+    def check_model(self, dims: Mapping[str, Any], seed: int = 0) -> None:
+        """P/N/E sizes per layer must exist for this model's KV groups and FFN channels (method §2)."""
+        from apexlm.apex.selection import attention_plans, low_budget, low_budget_layers, unit_plan
+
+        if not dims.get("n_kv"):
+            return
+        c = self.apex_cfg
+        n_layers, n_kv = int(dims["n_layers"]), int(dims["n_kv"])
+        unit_plan(int(dims["d_ff"]), c.k_ratio, c.tuned_ffn_ratio, "FFN channels", "tuned_ffn_ratio")
+        chosen = low_budget_layers(n_layers, n_kv, c.k_ratio, c.seed) if low_budget(n_kv, c.k_ratio) else None
+        attention_plans(n_layers, n_kv, c.k_ratio, c.tuned_attn_ratio, chosen)
+
     def prepare_for_resume(self, model: nn.Module) -> nn.Module:
         """Recorders only: the checkpoint's method state re-installs the wrappers before the weights load."""
         self.apex = Apex(model, self.apex_cfg)
         return model
+
+    @property
+    def stage(self) -> int:
+        return self.apex.stage if self.apex is not None else 0
 
     @torch.no_grad()
     def _assess(self, model: nn.Module, batches: Iterable[dict], n_samples: int) -> None:
@@ -70,19 +96,27 @@ class ApexMethod(Method):
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         return self.apex.param_groups(lr, weight_decay, float(self.cfg.get("mixer_lr_scale", 1.0)))
 
-    def on_stage_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
-        self.stage += 1
-        return self.apex.restage(optimizer=optimizer, reset_base_state=self.optimizer_reset)
+    def transition(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        """Apex.restage (advances `Apex.stage`); optimizer state is left to `end_stage` when it clears all."""
+        if self.optimizer_reset:
+            return self.apex.restage(optimizer=None)
+        return self.apex.restage(optimizer=optimizer, reset_base_state=False)
 
     def finalize(self, model: nn.Module) -> nn.Module:
         self.apex.fuse()
         return model
 
+    def close(self) -> None:
+        if self.apex is not None:
+            self.apex.close()
+
     def state_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "apex": self.apex.state_dict() if self.apex else None,
+        return {**super().state_dict(), "apex": self.apex.state_dict() if self.apex else None,
                 "assess_tokens": self.assess_tokens}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores the counters and the library state (which re-installs the wrappers, unpermuted, and puts
+        its generator back after drawing their inits), so the weights can load next."""
         super().load_state_dict(state)
         self.assess_tokens = int(state.get("assess_tokens", 0))
         if self.apex is not None and state.get("apex") is not None:

@@ -2,7 +2,7 @@
 
 Each stage trains a seeded random half of every decoder layer's weight matrices (q,k,v,o,gate,up,down; the
 draw and its rounding are in `hft_selection`) and freezes the other half; the half is redrawn at every stage
-boundary (`on_stage_end`). Norms and embeddings are frozen unless `train_norms` / `train_embeddings` say so,
+boundary (`transition`). Norms and embeddings are frozen unless `train_norms` / `train_embeddings` say so,
 in which case they train in every stage.
 
 The optimizer is built once, so `param_groups` holds every candidate matrix, trainable now or not. A frozen
@@ -40,6 +40,7 @@ class HftMethod(Method):
     """Train a redrawn random half of each layer's matrices per stage."""
 
     name = "hft"
+    rewrites_weights_in_place = True
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)
@@ -135,9 +136,9 @@ class HftMethod(Method):
                               "(DDP only syncs the parameters that required grad when it wrapped the model); "
                               "set method.freeze=mask")
 
-    def on_stage_end(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
+    def transition(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """Redraw the trained half for the next stage."""
-        self.stage += 1
+        super().transition(model, optimizer)
         changed = self._apply(draw_selection(self.units, self.ratio, self.seed, self.stage))
         return {"hft_units_changed": float(changed), "hft_block_fraction": self.block_fraction()}
 
@@ -151,7 +152,7 @@ class HftMethod(Method):
 
     def state_dict(self) -> dict[str, Any]:
         """Stage, seed (the draw is a pure function of both) and the current selection itself."""
-        return {"stage": self.stage, "seed": self.seed, "selection": list(self.selection)}
+        return {**super().state_dict(), "seed": self.seed, "selection": list(self.selection)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)

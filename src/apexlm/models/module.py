@@ -19,7 +19,7 @@ from torch import nn
 
 from apexlm.errors import ConfigError
 from apexlm.methods.base import Method, count_params
-from apexlm.training.stages import lr_factor, stage_boundaries
+from apexlm.methods.schedule import lr_factor
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,10 +42,7 @@ class CausalLMModule(L.LightningModule):
         self.method = method
         self.optim_cfg = dict(optim)
         self.total_steps = int(total_steps)
-        self.boundaries = (
-            stage_boundaries(self.total_steps, method.num_stages, method.cfg.get("stage_steps"))
-            if method.uses_stages else []
-        )
+        self.boundaries = method.boundaries(self.total_steps)
         self._val_sum = torch.zeros((), dtype=torch.float64)
         self._val_count = torch.zeros((), dtype=torch.long)
         self.tokens_seen = 0
@@ -115,13 +112,11 @@ class CausalLMModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Runs before Lightning loads the weights: the method state (APEX wrappers) must be in place first."""
-        from apexlm.callbacks.checkpointing import restore_method_state
-
         saved, name = checkpoint.get("apexlm_method_name"), str(self.method.cfg.get("name", self.method.name))
         if saved is not None and saved != name:
             raise ConfigError(f"the checkpoint was trained with method={saved}, this run uses method={name}; "
                               f"resume with method={saved} or start without ckpt_path")
-        restore_method_state(self.method, checkpoint.get("apexlm_method", {}))
+        self.method.load_state_dict(checkpoint.get("apexlm_method", {}))
         self.tokens_seen = int(checkpoint.get("apexlm_tokens_seen", 0))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from apexlm.errors import UserError
@@ -25,12 +26,14 @@ def _is_multirun() -> bool:
 
 
 def train_main(cfg: DictConfig) -> dict[str, Any] | None:
-    from apexlm.training.run import run
+    from apexlm.training.run import fit
+    from apexlm.utils.console import tidy_logging
 
+    tidy_logging()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = _is_multirun()
     try:
-        summary = run(cfg, run_dir)
+        summary = fit(cfg, run_dir)[0]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if multirun:
@@ -45,6 +48,17 @@ def train_main(cfg: DictConfig) -> dict[str, Any] | None:
                                              "traceback": traceback.format_exc()})
         finish_wandb()
         return None
-    print(f"run dir: {run_dir}", flush=True)
-    print(f"summary: {run_dir / 'summary.json'}", flush=True)
+    if rank_zero_only.rank == 0:
+        print(result_line(summary), flush=True)
     return summary
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    """The one line a run ends with: what it reached, how fast, how many stages, what trained, where it is."""
+    ppl = summary.get("final_val_ppl")
+    parts = [f"val ppl {ppl:.2f}" if isinstance(ppl, (int, float)) else "val ppl n/a",
+             f"{summary.get('tokens_per_s') or 0:,.0f} tok/s",
+             f"stages {summary.get('stages_completed')}",
+             f"trainable {100 * float(summary.get('trainable_fraction') or 0):.1f}%",
+             f"run dir {summary.get('run_dir')}"]
+    return "result: " + " | ".join(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from apexlm.callbacks.checkpointing import make_resumable, prepare_for_resume, resolve_ckpt_path
-from apexlm.callbacks.stages import StageCallback
-from apexlm.errors import ConfigError
+from apexlm.callbacks.stage_boundary import StageBoundaryCallback
 from apexlm.callbacks.throughput import ThroughputCallback, peak_memory_mb
+from apexlm.data.resumable import make_resumable
+from apexlm.errors import ConfigError
 from apexlm.methods import build_method
 from apexlm.methods.base import count_params
 from apexlm.models.builders import build_model
 from apexlm.models.module import CausalLMModule, perplexity
-from apexlm.training.setup import build_callbacks, build_trainer_kwargs, load_run_tokenizer, total_steps_for
+from apexlm.models.tokenizer import load_run_tokenizer
+from apexlm.training.find_checkpoint import resolve_ckpt_path
+from apexlm.training.setup import build_callbacks, build_trainer_kwargs, total_steps_for
 from apexlm.training.validate import validate_config
 from apexlm.utils.loggers import build_loggers, finish_wandb
 from apexlm.utils.summary import write_json
@@ -32,13 +35,10 @@ from apexlm.utils.summary import write_json
 log = logging.getLogger("apexlm")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one configuration; returns (and writes) its summary."""
-    return fit(cfg, run_dir)[0]
-
-
-def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]:
-    """Train one configuration; returns its summary and the trained (finalized) module."""
+def fit(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()
+        ) -> tuple[dict[str, Any], CausalLMModule]:
+    """Train one configuration; returns its summary (also written to summary.json) and the trained
+    (finalized) module. `callbacks` are added after the pipeline's own (tests and benchmarks use it)."""
     validate_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
@@ -54,7 +54,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     method = build_method(cfg.method, seed=int(cfg.seed))
     base_params = count_params(model)[1]  # before wrapping: trainable fractions are of the plain model
     if ckpt_path:  # no assessment pass: the checkpoint holds the method state (APEX: wrappers installed on load)
-        model = prepare_for_resume(method, model, dm.train_dataloader())
+        model = method.prepare_for_resume(model)
     else:
         model = method.prepare(model, assess_batches=dm.train_dataloader())
     model.train()  # from_pretrained gives eval mode; Lightning keeps whatever mode it finds
@@ -65,14 +65,15 @@ def fit(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], CausalLMModule]
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg.logger, run_dir, group=str(cfg.experiment_name), job_type=str(cfg.method.name),
                             run_config=run_cfg)
-    stage_cb, tput = StageCallback(out_dir=str(run_dir / "stages")), ThroughputCallback()
-    trainer = L.Trainer(logger=loggers, callbacks=[stage_cb, tput, *build_callbacks(cfg, run_dir)],
+    tput = ThroughputCallback()
+    trainer = L.Trainer(logger=loggers, callbacks=[StageBoundaryCallback(out_dir=str(run_dir / "stages")), tput,
+                                                   *build_callbacks(cfg, run_dir), *callbacks],
                         default_root_dir=str(run_dir), **build_trainer_kwargs(cfg, total_steps))
     try:
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         fit_s = time.perf_counter() - t0
-        summary = _finish(cfg, run_dir, trainer, module, dm, tokenizer, stage_cb, tput, fit_s)
+        summary = _finish(cfg, run_dir, trainer, module, dm, tokenizer, tput, fit_s)
     finally:
         finish_wandb()
     return summary, module
@@ -96,7 +97,7 @@ def budget_summary(raw: dict[str, Any], base_params: int | None) -> dict[str, An
 
 
 def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLMModule, dm: Any,
-            tokenizer: Any, stage_cb: StageCallback, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
+            tokenizer: Any, tput: ThroughputCallback, fit_s: float) -> dict[str, Any]:
     method = module.method
     method_summary = budget_summary(method.summary(module.model), module.base_params)  # before finalize
     module.model = method.finalize(module.model)  # plain HF model again (APEX fused, adapters merged)
@@ -125,7 +126,7 @@ def _finish(cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: CausalLM
         "optimizer_steps": int(trainer.global_step),
         "stages_completed": int(method.stage) + 1,
         "stage_boundaries": list(module.boundaries),
-        "optimizer_resets": stage_cb.resets,
+        "optimizer_resets": method.optimizer_resets,
         "final_val_loss": val.get("val/loss"),
         "final_val_ppl": perplexity(val["val/loss"]) if "val/loss" in val else None,
         "exported": bool(cfg.get("export")),

@@ -9,43 +9,14 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from apexlm.errors import ConfigError
-
 TRAINER_PASSTHROUGH = (
     "accelerator", "devices", "num_nodes", "precision", "strategy", "accumulate_grad_batches",
     "gradient_clip_val", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
     "limit_train_batches", "limit_val_batches", "num_sanity_val_steps", "overfit_batches", "deterministic",
     "enable_progress_bar", "enable_model_summary", "benchmark", "detect_anomaly", "use_distributed_sampler",
 )
-
-
-def load_run_tokenizer(cfg: DictConfig) -> Any:
-    """The model's own tokenizer (pretrained dir / hub id / GGUF) or the embedded one for a fresh tiny model."""
-    from apexlm.data.tokenizer import load_tokenizer
-
-    m = cfg.model
-    if m.get("kind") == "gguf":
-        from apexlm.models.gguf import load_gguf_tokenizer
-
-        return load_gguf_tokenizer(m)
-    ref = m.get("tokenizer") or m.get("pretrained")
-    if ref is None:
-        if m.get("kind") == "tiny":  # a fresh tiny model speaks the embedded BPE, whatever the data
-            from apexlm.data.prepare import ensure_prepared
-
-            ref = str(ensure_prepared(cfg.paths.data_dir) / "tokenizer")
-        else:
-            raise ConfigError("no tokenizer: set model.tokenizer=<dir or hub id> or model.pretrained")
-    if cfg.data.get("kind") in ("pretrain_text", "instructions"):
-        from apexlm.data.prepare import ensure_prepared
-
-        ensure_prepared(cfg.paths.data_dir)
-    if m.get("pretrained") and not m.get("tokenizer") and not Path(str(ref)).exists() and \
-            str(ref).startswith(("/", ".", "~")):
-        from apexlm.errors import ModelError
-
-        raise ModelError(f"model.pretrained={ref} does not exist; give an existing local model dir or a hub id")
-    return load_tokenizer(str(ref))
+# every key a trainer config may hold: passed to Lightning as is, or read by the pipeline itself
+TRAINER_KEYS = (*TRAINER_PASSTHROUGH, "max_steps", "max_epochs")
 
 
 def total_steps_for(cfg: DictConfig, dm: Any) -> int:
@@ -67,23 +38,25 @@ def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
     kw["max_steps"] = total_steps
     kw["max_epochs"] = -1
     if str(kw.get("strategy", "auto")).startswith(("auto", "ddp")):  # sharded strategies write their own format
-        from apexlm.callbacks.checkpointing import AtomicCheckpointIO
+        from apexlm.training.checkpoint_io import AtomicCheckpointIO
 
         kw["plugins"] = [AtomicCheckpointIO()]
     return kw
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from apexlm.callbacks.checkpointing import RngStateCallback
+    from apexlm.utils.console import StepProgressBar
+
     from apexlm.callbacks.guard import NumericalGuard, RankAgreementGuard
+    from apexlm.training.rng_state import RngStateCallback
 
     c = cfg.get("callbacks") or {}
     guard = c.get("guard") or {}
     cb: list[L.Callback] = [NumericalGuard(str(guard.get("on_nonfinite", "stop"))), RankAgreementGuard(),
                             RngStateCallback()]
-    if (cfg.get("eval") or {}).get("analytics"):  # after the StageCallback (added first by the pipeline)
+    if (cfg.get("eval") or {}).get("analytics"):
         from apexlm.callbacks.analytics import AnalyticsCallback
 
         cb.append(AnalyticsCallback(cfg, run_dir))
@@ -94,5 +67,5 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         cb.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=int(ck.get("every_n_steps", 50))))
     if c.get("rich_progress", True) and cfg.trainer.get("enable_progress_bar", True):
-        cb.append(RichProgressBar(leave=True))
+        cb.append(StepProgressBar(leave=True))
     return cb

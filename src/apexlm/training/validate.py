@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from apexlm.errors import ConfigError, ModelError
 
-METHODS = ("full", "apex", "s2", "lora", "dora", "pissa", "hft", "gmt")
 SCHEDULES = ("cosine", "constant")
 LOGGERS = ("wandb", "csv", "none")
 GUARD_MODES = ("stop", "skip")
 HINTS = {"model.pretrained": "<hub id or local model dir>", "data.path": "<file or folder>"}
-
-
-def _ratio(m: DictConfig, key: str, lo: float, hi: float, lo_open: bool = True) -> None:
-    v = m.get(key)
-    if v is None:
-        return
-    _number(v, f"method.{key}", -math.inf)
-    ok = (lo < v if lo_open else lo <= v) and v <= hi
-    if not ok:
-        raise ConfigError(f"method.{key}={v} is out of range; it must be in {'(' if lo_open else '['}{lo}, {hi}]")
 
 
 def _number(value: Any, name: str, lo: float, hi: float = math.inf, lo_open: bool = False,
@@ -66,15 +55,19 @@ def _missing(cfg: DictConfig) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Every check that needs no data and no model weights; raises a one-line UserError."""
+    """Every check that needs no data and no model weights; raises a one-line UserError.
+
+    The method's own fields are checked by building it (its constructor and, for APEX, `ApexConfig` own those
+    checks); its stage boundaries and model-shape needs by asking it. Nothing here repeats their lists.
+    """
+    from apexlm.methods import build_method
+
     _missing(cfg)
-    _check_method(cfg.method)
+    method = build_method(cfg.method, seed=int(cfg.get("seed", 0)))
     _check_optim(cfg.optim)
     steps = _check_trainer(cfg.trainer)
-    if steps is not None and _staged(cfg.method):
-        from apexlm.training.stages import stage_boundaries
-
-        stage_boundaries(steps, int(cfg.method.get("stages", 1) or 1), cfg.method.get("stage_steps"))
+    if steps is not None:
+        method.boundaries(steps)
     dims = _check_model(cfg.model)
     bs = cfg.data.get("block_size")
     max_pos = dims.get("max_position_embeddings")
@@ -83,39 +76,11 @@ def validate_config(cfg: DictConfig) -> None:
     from apexlm.data.spec import parse_spec
 
     parse_spec(cfg.data)
-    if cfg.method.name in ("apex", "s2") and dims.get("n_kv"):
-        _check_apex_plans(cfg.method, dims, int(cfg.get("seed", 0)))
+    method.check_model(dims, int(cfg.get("seed", 0)))
     _check_run(cfg)
+    from apexlm.eval.harness import check_harness_config
 
-
-def _staged(m: DictConfig) -> bool:
-    return int(m.get("stages", 1) or 1) > 1 or bool(m.get("stage_steps"))
-
-
-def _check_method(m: DictConfig) -> None:
-    if m.get("name") not in METHODS:
-        raise ConfigError(f"method.name={m.get('name')!r} is unknown; choose one of {', '.join(METHODS)}")
-    stages = m.get("stages", 1)
-    if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int) or stages < 1):
-        raise ConfigError(f"method.stages={stages} must be an integer >= 1")
-    if m.get("stage_lr", "continue") not in ("restart", "continue"):
-        raise ConfigError(f"method.stage_lr={m.get('stage_lr')!r} is unknown; use restart or continue")
-    if m.name not in ("apex", "s2"):
-        return
-    _ratio(m, "k_ratio", 0.0, 0.5)
-    for key in ("tuned_attn_ratio", "tuned_ffn_ratio"):
-        _ratio(m, key, 0.0, 1.0)
-        if m.get(key) is not None and m[key] < 2 * m.k_ratio:
-            raise ConfigError(
-                f"method.{key}={m[key]} must cover P and N (>= 2*k_ratio = {2 * m.k_ratio}); raise it or lower k_ratio")
-    if float(m.get("mixer_lr_scale", 1.0)) <= 0:
-        raise ConfigError(f"method.mixer_lr_scale={m.mixer_lr_scale} must be > 0")
-    for key, allowed in (("scoring", ("rank", "avg", "ma", "ma_rank")),
-                         ("selection", ("activation", "random", "reversed")),
-                         ("operator", ("monarch", "dense", "diagonal", "none")),
-                         ("init", ("random", "noise", "zeros"))):
-        if m.get(key) is not None and m[key] not in allowed:
-            raise ConfigError(f"method.{key}={m[key]!r} is unknown; choose one of {', '.join(allowed)}")
+    check_harness_config(cfg)  # harness tasks at the end of training: resolved and loaded now, not after it
 
 
 def _check_optim(o: DictConfig) -> None:
@@ -130,7 +95,13 @@ def _check_optim(o: DictConfig) -> None:
 
 
 def _check_trainer(t: DictConfig) -> int | None:
-    """Checks the step budget; returns the optimizer steps when trainer.max_steps fixes them."""
+    """Unknown keys and the step budget; returns the optimizer steps when trainer.max_steps fixes them."""
+    from apexlm.training.setup import TRAINER_KEYS
+
+    unknown = sorted(set(t.keys()) - set(TRAINER_KEYS))
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not a trainer setting this project passes on; use one of "
+                          f"{', '.join(TRAINER_KEYS)}")
     max_steps = t.get("max_steps")
     if max_steps is not None and max_steps != -1:
         _number(max_steps, "trainer.max_steps", 1, integer=True)
@@ -194,16 +165,6 @@ def _local_model_dims(ref: str, kind: str) -> dict[str, Any]:
             "max_position_embeddings": c.get("max_position_embeddings")}
 
 
-def _check_apex_plans(m: DictConfig, dims: Mapping[str, Any], seed: int) -> None:
-    """P/N/E sizes per layer must exist for this model's KV groups and FFN channels (spec §2)."""
-    from apexlm.apex.selection import attention_plans, low_budget, low_budget_layers, unit_plan
-
-    k, n_layers, n_kv = float(m.k_ratio), int(dims["n_layers"]), int(dims["n_kv"])
-    unit_plan(int(dims["d_ff"]), k, m.get("tuned_ffn_ratio"), "FFN channels", "tuned_ffn_ratio")
-    chosen = low_budget_layers(n_layers, n_kv, k, seed) if low_budget(n_kv, k) else None
-    attention_plans(n_layers, n_kv, k, m.get("tuned_attn_ratio"), chosen)
-
-
 def _check_run(cfg: DictConfig) -> None:
     """Seed, threads, logger, callbacks, resume and export targets."""
     _number(cfg.get("seed", 0), "seed", 0, 2**32 - 1, integer=True)
@@ -217,7 +178,7 @@ def _check_run(cfg: DictConfig) -> None:
         _number(ck.get("every_n_steps", 50), "callbacks.checkpoint.every_n_steps", 1, integer=True)
     if cfg.get("export_to") and Path(str(cfg.export_to)).expanduser().exists():
         raise ConfigError(f"export_to={cfg.export_to} already exists; delete it or choose another path")
-    from apexlm.callbacks.checkpointing import resolve_ckpt_path
+    from apexlm.training.find_checkpoint import resolve_ckpt_path
 
     resolve_ckpt_path(cfg)
 

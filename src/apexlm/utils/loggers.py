@@ -38,6 +38,7 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, group: str, job_type: s
         wb = WandbLogger(project=str(cfg.get("project", "apexlm")), save_dir=str(run_dir), group=group,
                          job_type=job_type, tags=list(cfg.get("tags") or []), mode=mode,
                          name=cfg.get("name") or None, entity=cfg.get("entity") or None)
+        wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None; W&B warns it has no effect
         if run_config is not None:
             wb.log_hyperparams(dict(run_config))
         loggers.append(wb)

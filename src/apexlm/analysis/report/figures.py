@@ -13,8 +13,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from apexlm.analysis.report_collect import Run
-from apexlm.analysis.report_stats import mean_std, metric
+from apexlm.analysis.report.collect import Run
+from apexlm.analysis.report.stats import mean_std, metric
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:

@@ -1,4 +1,4 @@
-"""One selection step: choose P/N/E for every layer and move them to the front (spec §2, §6).
+"""One selection step: choose P/N/E for every layer and move them to the front (method §2, §6).
 
 Used by `Apex.expand` (from the assessment scores) and `Apex.restage` (from the stage's training scores,
 after the fold). Scores index the CURRENT layout; `unit_ids` maps each current position to the original

@@ -1,6 +1,6 @@
 """Sweep report: one markdown file + figures for every run below a directory (a multirun dir, or any dir).
 
-    python -m apexlm.analysis.report_sweep logs/methods_cpt/multiruns/<time> \
+    python -m apexlm.analysis.report.sweep logs/methods_cpt/multiruns/<time> \
         [--out DIR] [--baseline full_cpt] [--controls full_cpt,full_restart_cpt]
 
 Writes `report.md`, `report.json`, `final_ppl.png` and `val_ppl_vs_tokens.png` into --out (default: the dir)
@@ -8,7 +8,7 @@ and prints the markdown. Why it looks the way it does: a claim like "APEX beats 
 something against the control that has the same schedule (restart-only) and next to the seed spread, so every
 variant is compared with each control, unpaired (pooled seed std beside it) and paired by seed; the data-cost
 claim ("vanilla's perplexity with a third of the data") is the tokens each run needed to reach the plain
-control's final perplexity. Variant names come from `report_collect` (experiment + overrides except the seed).
+control's final perplexity. Variant names come from `collect` (experiment + overrides except the seed).
 """
 
 from __future__ import annotations
@@ -22,11 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apexlm.analysis import report_figures as figures
-from apexlm.analysis import report_tables as tables
-from apexlm.analysis.report_collect import Failure, Run, collect
-from apexlm.analysis.report_stats import (Delta, Reach, delta, eval_keys, group, headline_eval_keys, mean_std,
-                                          metric, order_variants, per_task_keys, reach)
+from apexlm.analysis.report import figures, tables
+from apexlm.analysis.report.collect import Failure, Run, collect
+from apexlm.analysis.report.stats import (
+    Delta,
+    Reach,
+    delta,
+    eval_keys,
+    group,
+    headline_eval_keys,
+    mean_std,
+    metric,
+    order_variants,
+    per_task_keys,
+    reach,
+)
 
 DEFAULT_CONTROLS = ("full_it", "full_restart_it", "full_cpt", "full_restart_cpt")
 DELTA_METRICS = (("final_val_ppl", "final val ppl"), ("final_val_loss", "final val loss"))
@@ -50,7 +60,7 @@ def split_names(text: str | None) -> list[str]:
 
 
 def canonical(name: str) -> str:
-    """A variant name as `report_collect` writes it: the experiment, then its overrides sorted.
+    """A variant name as `collect` writes it: the experiment, then its overrides sorted.
 
     So `--controls "full_restart_it method.stages=2 method.stage_lr=restart"` matches in any override order.
     """
@@ -206,7 +216,7 @@ def to_json(report: Report, groups: dict[str, list[Run]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apexlm.analysis.report_sweep",
+    parser = argparse.ArgumentParser(prog="python -m apexlm.analysis.report.sweep",
                                      description="Markdown + PNG report of every run below a directory.")
     parser.add_argument("root", type=Path, help="a multirun dir, a run dir, or any dir above them (e.g. logs/)")
     parser.add_argument("--out", type=Path, default=None, help="where report.md and the PNGs go (default: root)")

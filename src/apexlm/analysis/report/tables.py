@@ -1,6 +1,6 @@
 """Markdown of the sweep report: the per-variant table, the deltas against each control, tokens-to-target.
 
-Kept apart from the numbers (`report_stats`) so that the same numbers can go to JSON, and the layout can change
+Kept apart from the numbers (`stats`) so that the same numbers can go to JSON, and the layout can change
 without touching the statistics. Every delta is printed with the seed spread beside it (docs/results.md).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from apexlm.analysis.report_collect import Failure, Run
-from apexlm.analysis.report_stats import Delta, Reach, mean_std, metric
+from apexlm.analysis.report.collect import Failure, Run
+from apexlm.analysis.report.stats import Delta, Reach, mean_std, metric
 
 SUMMARY_METRICS = (("final_val_loss", "final val loss"), ("final_val_ppl", "final val ppl"))
 

@@ -1,4 +1,4 @@
-"""Find the runs below a directory and name each one's variant, for the sweep report (`report_sweep`).
+"""Find the runs below a directory and name each one's variant, for the sweep report (`sweep`).
 
 A run is a directory holding `summary.json` (finished) or `failed.json` (a multirun job that failed; the sweep
 went on, see `apexlm.training.entry`). Its variant is what the run changed: the experiment it composed plus

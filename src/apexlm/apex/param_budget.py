@@ -1,4 +1,4 @@
-"""Meta-device budget dry-runs (spec §5).
+"""Meta-device budget dry-runs (method §5).
 
 `apex_budget` builds the model on the meta device (no memory), expands it with APEX (selection from
 empty scores, i.e. seeded tie-breaks: sizes do not depend on which units are chosen) and counts.

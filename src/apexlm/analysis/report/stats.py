@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from apexlm.analysis.report_collect import Run
+from apexlm.analysis.report.collect import Run
 
 NAN = float("nan")
 

@@ -1,14 +1,19 @@
-# Two commands: `make train` and `make test`. Both set up .venv, install, and prepare the embedded data first;
-# both are idempotent (a second run reuses the venv, the data cache and the tiny base).
+# `make train` and `make test` (plus `make test-fast`, the inner loop). Each sets up .venv, installs, and prepares
+# the embedded data first; all are idempotent (a second run reuses the venv, the data cache and the tiny base).
+# `make train` installs the runtime requirements only; `make test`/`make lint` add the dev ones (pytest, ruff, ...).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 DATA_DIR ?= data
 ARGS ?=
 PYTEST_ARGS ?=
+TEST_ENV = APEXLM_DATA_DIR=$(DATA_DIR) WANDB_MODE=disabled
+# The inner loop: everything except the slow and the 2-process tests (gpu tests skip themselves without CUDA).
+FAST_MARKERS := not slow and not distributed
 
-.PHONY: install data base train test bench lint clean-runs
+.PHONY: install install-dev data base train test test-fast bench lint clean-runs
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +21,13 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 data: install
 	APEXLM_DATA_DIR=$(DATA_DIR) $(PY) -m apexlm.data.prepare --data-dir $(DATA_DIR)
@@ -28,11 +39,15 @@ base: data
 train: base
 	APEXLM_DATA_DIR=$(DATA_DIR) $(PY) train.py experiment=apex_it $(ARGS)
 
-test: data
-	APEXLM_DATA_DIR=$(DATA_DIR) WANDB_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS) tests
+# Lint first, so a lint error fails `make test` (and CI, which runs it). Every marker runs: no -m filter here.
+test: lint data
+	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: install-dev data
+	$(TEST_ENV) $(PY) -m pytest -q -m "$(FAST_MARKERS)" $(PYTEST_ARGS) tests
 
 bench: base
 	$(PY) benchmarks/bench_overhead.py --quick --threads 1
 
-lint: install
-	$(PY) -m ruff check src tests benchmarks || true
+lint: install-dev
+	$(PY) -m ruff check src tests benchmarks train.py eval.py

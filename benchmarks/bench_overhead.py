@@ -2,6 +2,7 @@
 
     python benchmarks/bench_overhead.py --quick                  # CPU, tiny 5M LLaMA, < 2 min on 2 cores
     python benchmarks/bench_overhead.py --shape 1b --device cuda --steps 10 --json out.json
+    python benchmarks/bench_overhead.py --shape 1b-layer --threads 1   # one 1.1B-shaped layer (layer_bench.py)
 
 Every method starts from the same seeded initialisation and trains on the same batches with AdamW
 (forward + backward + step, fp32 on CPU, bf16 autocast on CUDA); the median of the timed steps after a
@@ -29,10 +30,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from bench_common import (SHAPES, PeakMemory, build_model, experiment_method, machine_info,  # noqa: E402
-                          machine_line, median, method_config, random_batches, shape_dict, sync, timed_both,
-                          train_step)
+from bench_common import (  # noqa: E402
+    SHAPES,
+    PeakMemory,
+    build_model,
+    experiment_method,
+    machine_info,
+    machine_line,
+    median,
+    method_config,
+    random_batches,
+    shape_dict,
+    sync,
+    timed_both,
+    train_step,
+)
 from overhead_extras import fused_inference, hook_cost, profile_step, restage_cost  # noqa: E402
 
 from apexlm.methods import build_method  # noqa: E402
@@ -206,7 +218,9 @@ def format_table(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CPU, tiny shape, 5 timed steps (< 2 min on 2 cores)")
-    p.add_argument("--shape", choices=sorted(SHAPES), default=None)
+    p.add_argument("--shape", choices=sorted(SHAPES) + ["1b-layer"], default=None)
+    p.add_argument("--rounds", type=int, default=5, help="1b-layer: interleaved rounds (>= 4)")
+    p.add_argument("--tokens", type=int, default=1024, help="1b-layer: tokens of the one sequence")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps per method (default 5 quick, 10)")
     p.add_argument("--warmup", type=int, default=2)
@@ -223,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = a.steps or (5 if a.quick else 10)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if shape == "1b-layer":
+        return _layer_main(a)
     device = torch.device(dev)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -247,6 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall {res['wall_s']:.1f} s")
     if "apex_overhead_ratio" in res:
         print(f"apex_overhead_ratio={res['apex_overhead_ratio']:.4f}")
+    return 0
+
+
+def _layer_main(a: argparse.Namespace) -> int:
+    """--shape 1b-layer: the operator-cost proxy of layer_bench.py (CPU, fp32)."""
+    from layer_bench import format_layer, run_layer_bench
+
+    res = run_layer_bench(a.rounds, a.tokens, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_layer(res))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
     return 0
 
 

@@ -27,16 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from bench_common import (  # noqa: E402
+    SHAPES,
+    build_model,
+    machine_info,
+    machine_line,
+    median,
+    method_config,
+    random_batches,
+    sync,
+    train_step,
+)
 from torch.utils.data import DataLoader  # noqa: E402
-
-from bench_common import SHAPES, build_model, machine_info, machine_line, median, method_config, sync  # noqa: E402
-from bench_common import random_batches, train_step  # noqa: E402
 
 from apexlm.callbacks.stage_boundary import StageBoundaryCallback  # noqa: E402
 from apexlm.callbacks.throughput import ThroughputCallback  # noqa: E402
 from apexlm.methods import build_method  # noqa: E402
-from apexlm.models.module import CausalLMModule  # noqa: E402
 from apexlm.methods.schedule import lr_factor  # noqa: E402
+from apexlm.models.module import CausalLMModule  # noqa: E402
 
 OPTIM = {"lr": 3e-4, "weight_decay": 0.0, "betas": (0.9, 0.95), "eps": 1e-8, "warmup_ratio": 0.03,
          "restart_warmup_ratio": 0.005, "schedule": "cosine"}
@@ -106,7 +114,7 @@ def run_lightning(a: argparse.Namespace, loader_fn, vocab: int, device: torch.de
 
 def _intervals(ends: list[float], warmup: int) -> list[float]:
     """End-to-end time of each timed step (data fetch, logging and callbacks included)."""
-    return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])] if warmup >= 1 else []
+    return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:], strict=False)] if warmup >= 1 else []
 
 
 def run_plain(a: argparse.Namespace, loader_fn, vocab: int, device: torch.device) -> dict[str, Any]:
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[pipeline] repeat {r + 1} {name}: {res['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
     tps = {k: median([x["tokens_per_s"] for x in v]) for k, v in runs.items()}
     per_step = {k: median([t for x in v for t in x["step_s"]]) for k, v in runs.items()}
-    diff = max(abs(x - y) for x, y in zip(runs["lightning"][0]["losses"], runs["plain"][0]["losses"]))
+    diff = max(abs(x - y) for x, y in zip(runs["lightning"][0]["losses"], runs["plain"][0]["losses"], strict=True))
     out = {"machine": machine_info(device), "shape": a.shape, "method": a.method, "data": a.data,
            "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "tokens_timed": tokens,
            "tokens_per_s": tps, "ratio": tps["lightning"] / tps["plain"], "max_abs_loss_diff": diff,

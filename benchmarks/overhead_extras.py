@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from bench_common import autocast, loss_of, median, sync, timed, timed_both, train_step
 
 from apexlm.apex import Apex, ApexConfig
-from apexlm.apex.wrappers import _Wrapped
+from apexlm.apex.expanded_linear import ExpandedLinear
 
 
 def hook_cost(model: torch.nn.Module, batches: list[dict], device: torch.device, reps: int) -> dict[str, Any]:
@@ -33,7 +32,7 @@ def hook_cost(model: torch.nn.Module, batches: list[dict], device: torch.device,
                 apex.recorder.attach()
             else:
                 apex.recorder.detach()
-            t[state].append(timed_both(lambda: fwd_bwd(i), device))
+            t[state].append(timed_both(lambda i=i: fwd_bwd(i), device))
     apex.close()
     on, off = [w for w, _ in t[True]], [w for w, _ in t[False]]
     on_cpu, off_cpu = median([c for _, c in t[True]]), median([c for _, c in t[False]])
@@ -67,14 +66,14 @@ def fused_inference(it_runner: Any, original: torch.nn.Module, batches: list[dic
     ref = _logits(model, batches[0], device).float()
     fuse_s = timed(lambda: it_runner.method.finalize(model), device)
     diff = (_logits(model, batches[0], device).float() - ref).abs().max().item()
-    left = sum(isinstance(m, _Wrapped) for m in model.modules())
+    left = sum(isinstance(m, ExpandedLinear) for m in model.modules())
     _logits(original, batches[0], device)
     fused, orig = [], []
     for i in range(reps):
         b = batches[i % len(batches)]
         pair = ((model, fused), (original, orig)) if i % 2 == 0 else ((original, orig), (model, fused))
         for m, acc in pair:
-            acc.append(timed(lambda m=m: _logits(m, b, device), device))
+            acc.append(timed(lambda m=m, b=b: _logits(m, b, device), device))
     return {"fused_s": median(fused), "original_s": median(orig), "ratio": median(fused) / median(orig),
             "fuse_s": fuse_s, "max_abs_diff": diff, "wrappers_left": left,
             "fused_s_all": fused, "original_s_all": orig}

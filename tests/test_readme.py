@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.runs import ROOT
 
 
 def test_readme_apex_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,11 +3,16 @@
     python -m apexlm.budget model=llama2_7b method=apex [method.k_ratio=0.125 ...]
     python -m apexlm.budget --all model=tiny       # one line per method config
     python -m apexlm.budget --pairs model=tiny     # the matched-budget experiment pairs, side by side
+    python -m apexlm.budget model=llama2_7b method=apex --memory --devices 8 --strategy fsdp --seq 4096 \
+        --micro-batch 1                            # per-device memory plan (apexlm.methods.memory_plan)
 
 Prints a small table and ends with `trainable_fraction=<float>`. Uses the same config groups and the same
 `Method.prepare` as training, so the number is the one a real run would log. `--pairs` composes the paired
 experiments on the chosen model, solves the LoRA rank that matches the low-budget APEX arm there, and ends
-with one `pair_match[<pair>]=<smaller/larger trainable count>` line per pair.
+with one `pair_match[<pair>]=<smaller/larger trainable count>` line per pair. `--memory` ends with
+`per_device_gb=<float>`; its options: --devices N, --strategy single|ddp|fsdp, --seq L, --micro-batch B,
+--accelerator gpu|cpu, --precision bf16-mixed|32-true (default: bf16-mixed on gpu, 32-true on cpu),
+--checkpointing on|off (default: the model config's gradient_checkpointing), --capacity-gb G (default 80).
 """
 
 from __future__ import annotations
@@ -42,14 +47,19 @@ def arch_config(model_cfg: DictConfig, vocab_size: int = 8192) -> PretrainedConf
     raise UserError("this model config has no `arch` block and no model.pretrained to read a config from")
 
 
-def budget(cfg: DictConfig) -> dict[str, Any]:
+def meta_model(cfg: DictConfig) -> tuple[Any, PretrainedConfig, int]:
+    """The run's model prepared by its method on the meta device: (model, HF config, plain parameter count)."""
     config = arch_config(cfg.model)
     check_supported(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     base_total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     method = build_method(cfg.method, seed=int(cfg.get("seed", 0)))
-    model = method.prepare(model, assess_batches=None)
+    return method.prepare(model, assess_batches=None), config, base_total
+
+
+def budget(cfg: DictConfig) -> dict[str, Any]:
+    model, _, base_total = meta_model(cfg)
     trainable, total = count_params(model)
     return {"method": str(cfg.method.name), "model_params": base_total, "trainable_params": trainable,
             "total_params_with_operators": total, "trainable_fraction": trainable / base_total}
@@ -111,14 +121,59 @@ def print_all(overrides: list[str]) -> None:
               f"trainable_fraction={r['trainable_fraction']:.4f}")
 
 
+MEMORY_FLAGS = {"--devices": "1", "--strategy": "single", "--seq": None, "--micro-batch": "1",
+                "--accelerator": "gpu", "--precision": None, "--checkpointing": None, "--capacity-gb": "80"}
+
+
+def memory_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
+    """Split `--flag value` / `--flag=value` memory options from the Hydra overrides."""
+    opts, rest, it = dict(MEMORY_FLAGS), [], iter(args)
+    for a in it:
+        key, _, value = a.partition("=")
+        if key in MEMORY_FLAGS:
+            opts[key] = value or next(it, None)
+            if opts[key] is None:
+                raise UserError(f"{key} needs a value")
+        elif a.startswith("--"):
+            raise UserError(f"unknown option {a}; --memory takes {', '.join(MEMORY_FLAGS)}")
+        else:
+            rest.append(a)
+    return opts, rest
+
+
+def print_memory(args: list[str]) -> None:
+    from hydra import compose
+
+    from apexlm.methods.memory_plan import Setup, format_plan, plan
+
+    opts, overrides = memory_args(args)
+    cfg = compose(config_name="train", overrides=overrides)
+    try:
+        accel = str(opts["--accelerator"])
+        ckpt = opts["--checkpointing"]
+        setup = Setup(strategy=str(opts["--strategy"]), devices=int(opts["--devices"]),
+                      seq=int(opts["--seq"] or cfg.data.get("block_size") or 512),
+                      micro_batch=int(opts["--micro-batch"]), accelerator=accel,
+                      precision=str(opts["--precision"] or ("bf16-mixed" if accel == "gpu" else "32-true")),
+                      checkpointing=bool(cfg.model.get("gradient_checkpointing")) if ckpt is None else ckpt == "on")
+        model, config, _ = meta_model(cfg)
+        lines = format_plan(plan(model, config, setup), setup, float(opts["--capacity-gb"]))
+    except ValueError as e:
+        raise UserError(f"--memory: {e}") from None
+    print("\n".join(lines))
+
+
 def main(argv: list[str]) -> int:
     from hydra import initialize_config_dir
 
     os.environ.setdefault("APEXLM_ROOT", str(ROOT))
-    mode = next((a for a in argv if a in ("--pairs", "--all")), None)
+    mode = next((a for a in argv if a in ("--pairs", "--all", "--memory")), None)
     args = [a for a in argv if a != mode]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         try:
+            if mode == "--memory":
+                print_memory(args)
+                return 0
             if mode == "--pairs":
                 print_pairs(args)
                 return 0

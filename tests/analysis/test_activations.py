@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apexlm.analysis.activations import activation_magnitudes, distribution_stats
-from tests.apex._models import llama
+from tests.support.models import llama
 
 
 def test_padding_tokens_do_not_count() -> None:

@@ -12,8 +12,8 @@ from matplotlib.image import imread
 from apexlm.analysis.offline import final_analysis
 from apexlm.models.builders import build_model
 from apexlm.models.tokenizer import load_run_tokenizer
-from tests.conftest import MICRO, compose_cfg
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import MICRO, compose_cfg
 
 
 def _png_ok(path: Path) -> None:
@@ -22,6 +22,7 @@ def _png_ok(path: Path) -> None:
     assert img.shape[0] > 200 and img.shape[1] > 300 and img.std() > 0.01   # a real, non-blank figure
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_apex_run_has_stage_snapshots_and_final() -> None:
     out = micro_runs()["apex"] / "analysis"
     base = json.loads((out / "base.json").read_text())
@@ -42,6 +43,7 @@ def test_apex_run_has_stage_snapshots_and_final() -> None:
     assert "eval/erank/v" in summary and "eval/act_std/ffn" in summary
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_full_run_final_analysis() -> None:
     out = micro_runs()["full"] / "analysis"
     final = json.loads((out / "final.json").read_text())

@@ -10,7 +10,7 @@ import torch
 from apexlm.analysis.activations import activation_magnitudes, distribution_stats
 from apexlm.analysis.model_view import geometry, layer_weights, to_layout, to_original
 from apexlm.apex import Apex, ApexConfig
-from tests.apex._models import batch, llama
+from tests.support.models import batch, llama
 
 
 def _max_diff(a: dict[str, list[torch.Tensor]], b: dict[str, list[torch.Tensor]]) -> float:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import ROOT
+
+pytestmark = pytest.mark.slow  # executes the notebook on the shared micro runs
 
 
 def test_compare_runs_notebook_executes(monkeypatch) -> None:  # noqa: ANN001 - pytest fixture

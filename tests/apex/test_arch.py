@@ -7,8 +7,7 @@ from torch import nn
 from apexlm.apex import Apex
 from apexlm.apex.arch import inspect_model
 from apexlm.errors import ModelError
-
-from ._models import llama, qwen2
+from tests.support.models import llama, qwen2
 
 
 def test_geometry_gqa_and_qwen2():

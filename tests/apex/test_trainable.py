@@ -3,8 +3,7 @@
 import torch
 
 from apexlm.apex import Apex, ApexConfig, count_params
-
-from ._models import batch, llama, logits, perturb, rel
+from tests.support.models import batch, llama, logits, perturb, rel
 
 CFG = dict(k_ratio=0.25, tuned_attn_ratio=0.75, tuned_ffn_ratio=0.6)
 

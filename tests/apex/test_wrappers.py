@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from apexlm.apex.expanded_linear import ColumnWrapper, OperatorGroup, RowWrapper
 from apexlm.apex.fuse import fold_layer
+from apexlm.apex.layer_ops import LayerOps
 from apexlm.apex.monarch import Monarch
-from apexlm.apex.wrap import LayerOps
-from apexlm.apex.wrappers import ColumnWrapper, OperatorGroup, RowWrapper
 
 
 def _group(n: int, seed: int = 0) -> OperatorGroup:

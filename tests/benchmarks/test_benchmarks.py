@@ -11,7 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+from tests.support.runs import ROOT
+
+pytestmark = pytest.mark.slow  # the benchmark scripts as subprocesses
+
 BENCH = ROOT / "benchmarks"
 
 
@@ -48,3 +53,11 @@ def test_bench_pipeline_loops_agree(tmp_path: Path) -> None:
           "--warmup", "1", "--repeats", "1", "--threads", "1", "--json", str(out)])
     res = json.loads(out.read_text())
     assert res["ratio"] > 0 and res["max_abs_loss_diff"] < 1e-4   # same init, batches, optimizer, schedule
+
+
+def test_bench_memory_prints_plan_over_measured() -> None:
+    """One micro run through the CLI (fresh child process); the ratio itself is checked in test_memory_plan."""
+    proc = _run([sys.executable, str(BENCH / "bench_memory.py"), "--shapes", "micro", "--methods", "full",
+                 "--steps", "2"])
+    ratio = [line for line in proc.stdout.splitlines() if line.startswith("mem_ratio[micro/full]=")]
+    assert len(ratio) == 1 and 0.5 < float(ratio[0].split("=")[1]) < 2.0, proc.stdout

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small tokenizer trained in-process on a few KB, and JSONL/text file writers."""
+"""Fixtures of the data tests: a small tokenizer trained in-process on a few KB, and a JSONL file writer."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ from typing import Any
 import pytest
 
 from apexlm.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-
-CORPUS = [
-    "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 8,
-    'def add(a, b):\n    """Return a + b."""\n    return a + b\n\nprint(add(2, 3))\n' * 8,
-    "Café, naïve, 東京, Ελληνικά, emoji 🎉 — and ASCII.\n" * 4,
-    "What is 12 + 30? The answer is 42. Count the letters in banana.\n" * 8,
-]
+from tests.support.data import CORPUS
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +38,3 @@ def write_jsonl() -> Callable[[Path, list[Any]], Path]:
         return path
 
     return _write
-
-
-def conversation(i: int) -> dict[str, Any]:
-    """A small valid conversation whose content depends on i."""
-    return {
-        "messages": [
-            {"role": "user", "content": f"What is {i} + {i}?"},
-            {"role": "assistant", "content": f"The answer is {2 * i}."},
-        ]
-    }

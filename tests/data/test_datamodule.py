@@ -6,8 +6,7 @@ import torch
 
 from apexlm.data.chat import IGNORE_INDEX
 from apexlm.data.datamodule import build_datamodule, text_val_loader
-
-from .conftest import CORPUS, conversation
+from tests.support.data import CORPUS, conversation
 
 
 def _text_dir(root):

@@ -6,8 +6,7 @@ import pytest
 
 from apexlm.data.datamodule import build_datamodule
 from apexlm.errors import DataError
-
-from .conftest import conversation
+from tests.support.data import conversation
 
 
 def _build(tok, **cfg):

@@ -22,6 +22,8 @@ from apexlm.data.sources import shakespeare
 from apexlm.data.split import val_names
 from apexlm.data.tokenizer import load_tokenizer
 
+pytestmark = pytest.mark.slow  # the real data preparation into a temp dir (~15 s idle)
+
 OPTIONS = prep.PrepareOptions(
     vocab_size=2048,
     pycode_cap_bytes=1_000_000,

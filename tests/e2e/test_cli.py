@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MICRO, ROOT, run_in_process
+from tests.support.runs import MICRO, run_in_process, train_cli
 
-
-def _train(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = {**os.environ, "APEXLM_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          env=e, cwd=tmp_path, timeout=600)
-
+pytestmark = pytest.mark.slow  # a multirun through `python train.py` and a 40-step overfit run
 
 BASE = ["experiment=full_it", "debug=fdr", *MICRO, "logger=none"]
 
 
 def test_multirun_two_seeds_two_wandb_runs(tmp_path: Path) -> None:
-    res = _train(["-m", *BASE, "logger=wandb", "seed=1,2"], tmp_path, env={"WANDB_MODE": "offline"})
+    res = train_cli(["-m", *BASE, "logger=wandb", "seed=1,2"], tmp_path, env={"WANDB_MODE": "offline"},
+                    timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     summaries = sorted((tmp_path / "logs").rglob("summary.json"))
     assert len(summaries) == 2

@@ -15,7 +15,10 @@ from transformers import AutoModelForCausalLM
 
 from apexlm.methods import apex as apex_mod
 from apexlm.methods import peft_adapters
-from tests.conftest import MICRO, run_in_process
+from tests.support.models import micro_config
+from tests.support.runs import DATA_DIR, MICRO, run_in_process
+
+pytestmark = pytest.mark.slow  # five in-process training runs
 
 PROBE = {"input_ids": torch.tensor([[5, 17, 99, 3, 250, 8, 41, 7], [1, 2, 3, 4, 5, 6, 7, 8]]),
          "attention_mask": torch.tensor([[1] * 8, [0, 0, 1, 1, 1, 1, 1, 1]])}
@@ -70,17 +73,13 @@ def test_export_reloads_with_identical_logits(experiment: str, cls, tmp_path: Pa
 
 def test_apex_scores_training_forwards_of_a_pretrained_model(tmp_path: Path, monkeypatch) -> None:
     """`from_pretrained` returns an eval-mode model; training must still run (and be scored) in train mode."""
-    import os
-
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from apexlm.data.tokenizer import load_tokenizer
-    from tests.conftest import ROOT
 
-    tok = load_tokenizer(Path(os.environ.get("APEXLM_DATA_DIR", ROOT / "data")) / "tokenizer")
+    tok = load_tokenizer(DATA_DIR / "tokenizer")
     base = tmp_path / "base"
-    LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 intermediate_size=96, vocab_size=len(tok))).save_pretrained(base)
+    LlamaForCausalLM(micro_config(vocab=len(tok), max_positions=2048)).save_pretrained(base)
     tok.save_pretrained(base)
     seen: list[tuple[bool, int]] = []
     original = apex_mod.ApexMethod.transition

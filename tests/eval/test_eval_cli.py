@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from apexlm.eval.cli import eval_main, run_evaluation
-from tests.conftest import ROOT, compose_cfg
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import ROOT, compose_cfg
 
 FAST = ["eval.max_ppl_batches=2", "eval.max_items_per_task=1", "eval.max_new_tokens=4", "threads=1",
         "eval.ppl_domains=[pycode]"]
@@ -21,6 +21,7 @@ def _cfg(tmp_path: Path, *overrides: str):
     return compose_cfg([*FAST, f"paths.log_dir={tmp_path}/logs", *overrides], tmp_path / "out", config_name="eval")
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_run_dir_uses_the_runs_config_and_never_overwrites(tmp_path: Path) -> None:
     run_dir = micro_runs()["full"]
     before = (run_dir / "eval.json").read_text()
@@ -34,6 +35,7 @@ def test_run_dir_uses_the_runs_config_and_never_overwrites(tmp_path: Path) -> No
     assert "exact_match" in results and "ppl/pycode" in results
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_any_hf_model_dir(tmp_path: Path) -> None:
     export = micro_runs()["apex"] / "export"
     results, target, _ = run_evaluation(_cfg(tmp_path, f"model.pretrained={export}"))
@@ -63,6 +65,7 @@ def test_run_dir_without_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert ".hydra/config.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh `python eval.py` process
 def test_cli_process_exit_status(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), "run_dir=/nonexistent/run",
                            f"paths.log_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)

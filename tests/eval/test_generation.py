@@ -14,8 +14,8 @@ from apexlm.data.instructions import prompt_messages
 from apexlm.eval.exact_match import exact_match, items_per_task
 from apexlm.eval.generation import cut_at_stop, fit_context, greedy_generate, left_pad
 from apexlm.eval.loading import load_hf_model
-from tests.apex._models import llama
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.models import llama
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def model_and_items():
     return model, tokenizer, items
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_batch_size_1_and_8_generate_the_same(model_and_items) -> None:
     model, tokenizer, items = model_and_items
     prompts = [generation_prompt(tokenizer, prompt_messages(it)) for it in items]
@@ -52,6 +53,7 @@ def test_left_padding_and_stops() -> None:
     assert fit_context([1, 2], 4, context=None) == ([1, 2], False)
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_scoring_uses_each_tasks_scorer(model_and_items, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the reference answers as 'generations' every task scores 1.0; with junk, 0.0."""
     model, tokenizer, items = model_and_items

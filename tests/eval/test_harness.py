@@ -14,8 +14,8 @@ from apexlm.eval.cli import eval_main, run_evaluation
 from apexlm.eval.exact_match import items_per_task
 from apexlm.eval.harness import prepare_harness
 from apexlm.eval.harness_tasks import SUITES
-from tests.conftest import compose_cfg
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.runs import compose_cfg
 
 FAST = ["threads=1", "eval.val=false", "eval.ppl_domains=[]", "eval.max_items_per_task=4", "eval.max_new_tokens=6"]
 TASKS = ("syllogism", "letter_counting")
@@ -47,6 +47,7 @@ class _Run:
         self.logged.update(payload)
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_eval_py_harness_keys_agree_with_own_scorers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One evaluation of a finished micro run: both scorers on the same items, same prompts and outputs."""
     import apexlm.eval.wandb_log as wandb_log
@@ -82,6 +83,7 @@ class _Answers:
         return [answer, f"  {answer} ", answer.upper(), f"The answer is {answer}", "wrong", f"{answer}."][i % 6]
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_harness_exact_match_is_the_task_scorer_on_the_same_items(tmp_path: Path) -> None:
     """Scored predictions (not a random model's zeros): harness exact_match = our score_answer per task."""
     from lm_eval.api.model import LM
@@ -117,6 +119,7 @@ def test_harness_exact_match_is_the_task_scorer_on_the_same_items(tmp_path: Path
     assert 0 < min(macro) and max(macro) < 1 and differs         # lenient task scorers vs string equality
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_paper_suite_resolves_and_stops_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every suite name is checked against the registry before any data loads (an unknown one would be
     "unknown harness task(s)"); the first task's data then is not on this machine."""
@@ -129,6 +132,7 @@ def test_paper_suite_resolves_and_stops_offline(tmp_path: Path, capsys: pytest.C
                                     " on the Hub (OfflineModeIsEnabled)); the hub is offline " + OFFLINE_HINT]
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 @pytest.mark.parametrize("task,message", [("no_such_task", "unknown harness task(s): no_such_task"),
                                           ("my_missing", "task data not available offline: my_missing")])
 def test_missing_task_or_data_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str,
@@ -154,6 +158,7 @@ def _user_tasks(root: Path) -> None:
     (folder / "my_missing.yaml").write_text(body.format(name="my_missing", file=folder / "absent.jsonl"))
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_user_task_on_local_json(tmp_path: Path) -> None:
     _user_tasks(tmp_path)
     results, _, _ = run_evaluation(_cfg(tmp_path, f"model.pretrained={micro_runs()['apex'] / 'export'}",
@@ -162,6 +167,7 @@ def test_user_task_on_local_json(tmp_path: Path) -> None:
     assert results["harness/my_qa/items"] == 2 and 0.0 <= results["harness/my_qa/exact_match"] <= 1.0
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_end_of_training_evaluation_ran_the_harness() -> None:
     """micro_runs()["full"] trains with eval.enabled=true and eval.harness.tasks=[apexlm_mc_syllogism]."""
     run_dir = micro_runs()["full"]
@@ -190,7 +196,7 @@ def test_training_checks_harness_tasks_before_it_starts() -> None:
     """`check_harness_config` (for train.py's config validation) resolves names with no model at hand."""
     from apexlm.errors import ConfigError
     from apexlm.eval.harness import check_harness_config
-    from tests.conftest import MICRO
+    from tests.support.runs import MICRO
 
     check_harness_config(compose_cfg([*MICRO, "eval.enabled=true", "eval.harness.tasks=[apexlm_rg]"]))
     with pytest.raises(ConfigError, match="unknown harness task"):

@@ -6,7 +6,7 @@ import pytest
 
 from apexlm.data.eval_items import load_eval_items
 from apexlm.eval.multiple_choice import choice_sets, mc_items, sequence_logprobs
-from tests.apex._models import llama
+from tests.support.models import llama
 
 
 def test_tasks_with_a_closed_answer_set() -> None:

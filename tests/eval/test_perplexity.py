@@ -15,8 +15,8 @@ from apexlm.eval.perplexity import split_perplexity
 from apexlm.eval.run_eval import run_val_loader
 from apexlm.models.module import token_loss_sum
 from apexlm.models.tokenizer import load_run_tokenizer
-from tests.apex._models import llama
-from tests.eval.runs import micro_runs
+from tests.support.micro_runs import micro_runs
+from tests.support.models import llama
 
 VAL_BATCHES = 2  # debug=fdr validates on trainer.limit_val_batches=2 batches
 
@@ -35,6 +35,7 @@ def test_token_weighted_not_mean_of_batches() -> None:
     assert split_perplexity(model, [long, short], max_batches=1)["tokens"] == 22
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 @pytest.mark.parametrize("name", ["full", "apex"])
 def test_exported_model_reproduces_final_val_perplexity(name: str) -> None:
     run_dir = micro_runs()[name]
@@ -49,6 +50,7 @@ def test_exported_model_reproduces_final_val_perplexity(name: str) -> None:
     assert "exact_match" in in_run and "ppl/shakespeare" in in_run
 
 
+@pytest.mark.slow  # trains the shared micro runs (tests.support.micro_runs) on first use
 def test_checkpoint_rebuild_matches_the_export() -> None:
     """No export: the last checkpoint is rebuilt (APEX wrappers from their saved state), fused, evaluated."""
     run_dir = micro_runs()["apex"]

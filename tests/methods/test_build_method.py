@@ -9,7 +9,7 @@ from apexlm.methods import build_method
 from apexlm.methods.gmt import GmtMethod
 from apexlm.methods.hft import HftMethod
 from apexlm.methods.peft_adapters import PeftAdapterMethod
-from tests.conftest import compose_cfg
+from tests.support.runs import compose_cfg
 
 CLASSES = {"lora": PeftAdapterMethod, "dora": PeftAdapterMethod, "pissa": PeftAdapterMethod,
            "hft": HftMethod, "gmt": GmtMethod}

@@ -8,7 +8,8 @@ import torch
 from apexlm.errors import ConfigError
 from apexlm.methods import build_method
 from apexlm.methods.gmt import GmtMethod, kth_smallest_bisect, mask_small_gradients
-from tests.methods.helpers import batches, loss_of, micro_model, train_steps
+from tests.support.loop import loss_of, train_steps
+from tests.support.models import batches, micro_model
 
 
 def test_bisection_matches_kthvalue() -> None:

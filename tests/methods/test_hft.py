@@ -10,7 +10,8 @@ import torch
 from apexlm.methods import build_method
 from apexlm.methods.hft import HftMethod
 from apexlm.methods.hft_selection import DEFAULT_GROUPS, draw_selection, find_units, picks_per_layer
-from tests.methods.helpers import batches, micro_model, snapshot, train_steps
+from tests.support.loop import train_steps
+from tests.support.models import batches, micro_model, snapshot
 
 ATTN, MLP = set(DEFAULT_GROUPS[0]), set(DEFAULT_GROUPS[1])
 

@@ -9,8 +9,8 @@ from transformers import LlamaForCausalLM
 from apexlm.errors import ConfigError
 from apexlm.methods import build_method
 from apexlm.methods.peft_adapters import LLAMA_LINEARS, PeftAdapterMethod
-from tests.methods.helpers import (batches, logits, micro_config, micro_model, relative_max_diff, snapshot,
-                                   train_steps)
+from tests.support.loop import loop_logits, train_steps
+from tests.support.models import batches, micro_config, micro_model, relative_max_diff, snapshot
 
 ADAPTER_KEYS = ("lora_A", "lora_B", "lora_magnitude_vector")
 
@@ -24,11 +24,11 @@ def test_only_adapters_train_and_merge_is_exact(name: str) -> None:
     base = micro_model()
     original_keys = list(base.state_dict())
     data = batches(4)
-    before = logits(base.eval(), data[0]).detach()
+    before = loop_logits(base.eval(), data[0]).detach()
     method = build_method(_cfg(name))
     model = method.prepare(base)
     if name == "pissa":  # the residual + principal adapter start as the original weight
-        assert relative_max_diff(logits(model.eval(), data[0]), before) < 1e-4
+        assert relative_max_diff(loop_logits(model.eval(), data[0]), before) < 1e-4
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(any(k in n for k in ADAPTER_KEYS) for n in trainable)
     frozen_before = {n: t for n, t in snapshot(model).items() if not any(k in n for k in ADAPTER_KEYS)}
@@ -40,7 +40,7 @@ def test_only_adapters_train_and_merge_is_exact(name: str) -> None:
     after = snapshot(model)
     assert all(torch.equal(after[n], t) for n, t in frozen_before.items()), "a base weight moved"
     assert sum(not torch.equal(after[n], t) for n, t in adapters_before.items()) > len(adapters_before) // 2
-    adapter_logits = logits(model.eval(), data[3]).detach()
+    adapter_logits = loop_logits(model.eval(), data[3]).detach()
     assert relative_max_diff(adapter_logits, before) > 1e-4  # training did change the function
 
     merged = method.finalize(model)
@@ -48,7 +48,7 @@ def test_only_adapters_train_and_merge_is_exact(name: str) -> None:
     assert list(merged.state_dict()) == original_keys
     fresh = LlamaForCausalLM(micro_config()).float()
     fresh.load_state_dict(merged.state_dict(), strict=True)
-    assert relative_max_diff(logits(fresh.eval(), data[3]).detach(), adapter_logits) < 1e-5
+    assert relative_max_diff(loop_logits(fresh.eval(), data[3]).detach(), adapter_logits) < 1e-5
     summary = method.summary(merged)
     assert summary["trainable_params"] == sum(t.numel() for t in adapters_before.values())
     assert summary["total_params"] == sum(p.numel() for p in fresh.parameters())

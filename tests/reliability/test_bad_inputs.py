@@ -8,21 +8,20 @@ point that calls it first.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from apexlm.training.validate import check_overrides, hydra_error_line
-from tests.conftest import CONFIG_DIR, MICRO, ROOT
-from tests.reliability.helpers import cli_many, error_lines, train_cli
+from tests.support.runs import CONFIG_DIR, DATA_DIR, MICRO, cli_many, error_lines, train_cli
 
 BASE = ["experiment=full_it", "debug=fdr", *MICRO, "threads=1", "logger=none"]
 HF = ["experiment=full_it", "debug=fdr", "model=hf", "data.block_size=64", "threads=1", "logger=none"]
 APEX = [*BASE, "method=apex"]
-TOKENIZER = Path(os.environ.get("APEXLM_DATA_DIR") or ROOT / "data").resolve() / "tokenizer"
+TOKENIZER = DATA_DIR / "tokenizer"
 TOK = f"model.tokenizer={TOKENIZER}"  # a fresh tiny model on user data needs a tokenizer
 HYDRA = "hydra"  # marker: Hydra's own error (exit 1, a few lines, no traceback)
 
@@ -97,6 +96,13 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("resume_last_without_checkpoint", [*BASE, "ckpt_path=last"], "ckpt_path=last found no"),
         ("resume_missing_file", [*BASE, f"ckpt_path={f['dir']}/gone.ckpt"], "not a checkpoint file"),
         ("unknown_guard_mode", [*BASE, "callbacks.guard.on_nonfinite=explode"], "callbacks.guard.on_nonfinite"),
+        # strategy x method x devices (training/strategy_check.py; more cases in tests/training/)
+        ("deepspeed_with_apex", [*APEX, "trainer=deepspeed"], "use trainer=fsdp"),
+        ("fsdp_cpu_one_device", [*BASE, "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=1"],
+         "trainer.devices=2"),
+        ("unknown_strategy", [*BASE, "trainer.strategy=horovod"], "trainer.strategy=horovod is unknown"),
+        *([("deepspeed_missing", [*BASE, "trainer=deepspeed"], "pip install deepspeed")]
+          if importlib.util.find_spec("deepspeed") is None else []),  # with it installed, full+deepspeed may run
     ]
 
 
@@ -110,9 +116,10 @@ def results(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     cases = _cases(files)
     cwds = [tmp_path_factory.mktemp(name) for name, _, _ in cases]
     out = cli_many([args for _, args, _ in cases], cwds)
-    return {name: (args, phrase, res, cwd) for (name, args, phrase), res, cwd in zip(cases, out, cwds)}
+    return {name: (args, phrase, res, cwd) for (name, args, phrase), res, cwd in zip(cases, out, cwds, strict=True)}
 
 
+@pytest.mark.slow  # 30 `python train.py` runs (forked two at a time)
 @pytest.mark.parametrize("case", IDS)
 def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], files: dict[str, Path]) -> None:
     args, phrase, res, cwd = results[case]
@@ -130,6 +137,7 @@ def test_bad_input_stops_before_training(case: str, results: dict[str, tuple], f
     assert sorted(p.name for p in files["taken"].iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_unknown_key_through_a_fresh_interpreter(tmp_path: Path) -> None:
     """Hydra's unknown-key error as a user meets it: non-zero, no traceback, the key named."""
     res = train_cli([*APEX, "method.k_ratoi=0.1"], tmp_path)

@@ -18,8 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import MICRO
-from tests.reliability.helpers import fit, train_cli, weights
+from tests.support.runs import MICRO, fit, train_cli, weights
 
 COMMON = ["experiment=apex_it", "debug=fdr", *MICRO, "threads=1", "logger=csv", "trainer.max_steps=4",
           "method.stages=2", "trainer.limit_val_batches=0", "method.assess_samples=8", "data.batch_size=2",
@@ -36,6 +35,7 @@ def _stage_record(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     res = train_cli([*COMMON, *DDP], tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr[-4000:]

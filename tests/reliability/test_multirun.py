@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MICRO
-from tests.reliability.helpers import train_cli
+from tests.support.runs import MICRO, train_cli
 
 BLOCK, HEADER = 32768, 7  # the .wandb file is a LevelDB-style log: 32 KiB blocks of CRC|len|type chunks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

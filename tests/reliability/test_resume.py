@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -15,9 +16,32 @@ from apexlm.errors import ConfigError
 from apexlm.training.checkpoint_io import AtomicCheckpointIO
 from apexlm.training.find_checkpoint import resolve_ckpt_path
 from apexlm.training.rng_state import RngStateCallback
-from tests.reliability.helpers import RESUME, KillAt, Killed, assert_same_weights, fit, weights
+from tests.support.runs import MICRO, assert_same_weights, fit, weights
 
+pytestmark = pytest.mark.slow  # a reference run plus a killed and a resumed run per case
+
+# A short APEX run that crosses an epoch (16 examples / batch 4 = 4 steps per epoch) and a stage boundary
+# (6 steps, 2 stages: boundary after step 3), with a checkpoint after every optimizer step.
+RESUME = ["experiment=apex_it", "debug=fdr", *MICRO, "logger=csv", "trainer.max_steps=6", "method.stages=2",
+          "data.max_train_samples=16", "trainer.limit_val_batches=0", "callbacks.checkpoint.enabled=true",
+          "callbacks.checkpoint.every_n_steps=1", "method.assess_samples=8", "threads=1"]
 BOUNDARY = 3  # 6 steps, 2 stages; 2 optimizer steps per epoch
+
+
+class Killed(RuntimeError):
+    """Stands for the process dying."""
+
+
+class KillAt(L.Callback):
+    """Raise in on_train_batch_end of optimizer step `step`: after the stage callback acted on that step and
+    before ModelCheckpoint (Lightning runs checkpoint callbacks last) saved it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise Killed(f"killed at step {self.step}")
 
 
 @pytest.fixture(scope="module")

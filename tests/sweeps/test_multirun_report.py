@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MICRO, ROOT
+from tests.support.runs import MICRO, ROOT
 
 STUDY = "apex_mixer_lr_sweep_it"
 

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from tests.conftest import CONFIG_DIR
+from tests.support.runs import CONFIG_DIR
 
 STUDY_JOBS = {"methods_it": 30, "methods_cpt": 15, "apex_k_sweep": 18, "apex_stage_sweep": 36,
               "apex_mixer_lr_sweep_it": 36, "apex_mixer_lr_sweep_cpt": 36}
@@ -116,6 +116,7 @@ def test_restart_only_control_matches_apex_schedule(family: str) -> None:
     assert ctrl.data == apex.data and ctrl.trainer == apex.trainer and ctrl.optim == apex.optim
 
 
+@pytest.mark.slow  # composes every *_it and *_cpt experiment
 def test_method_experiments_are_matched_to_their_family() -> None:
     exp_dir = Path(CONFIG_DIR) / "experiment"
     for family in ("it", "cpt"):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MICRO, run_in_process
+from tests.support.runs import MICRO, run_in_process
+
+pytestmark = pytest.mark.slow  # three 12-step training runs
 
 STEPS = 12  # three stages -> boundaries after steps 4 and 8
 COMMON = [*MICRO, "logger=csv", "trainer.max_steps=12", "trainer.log_every_n_steps=1",
@@ -52,7 +54,7 @@ def test_control_has_apex_lr_curve_step_by_step(runs: dict[str, list[dict[str, s
     ctrl = _lr_curve(runs["control"], "lr-AdamW/decay")
     assert len(ctrl) == STEPS
     vanilla = _lr_curve(runs["vanilla"], "lr-AdamW/decay")
-    assert any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip(ctrl, vanilla))  # restarts differ from cosine
+    assert any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip(ctrl, vanilla, strict=True))  # restarts differ from cosine
     base = _lr_curve(runs["apex"], "lr-AdamW/base")
     assert base == pytest.approx(ctrl, rel=1e-9, abs=1e-15)
     for col in apex_cols:  # every APEX group follows the same curve times its own constant multiplier

@@ -77,7 +77,7 @@ def plot_scores(hist: Mapping[str, Any], title: str, path: Path) -> Path:
     axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)[0]
     for ax, kind in zip(axes, kinds, strict=False):
         edges, counts = hist[kind]["edges"], hist[kind]["counts"]
-        widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+        widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=False)]
         ax.bar(edges[:-1], counts, width=widths, align="edge", edgecolor="black", linewidth=0.4,
                label=f"{sum(counts)} units, {len(hist[kind]['layer_mean'])} layers")
         ax.set_xlabel("score (accumulated over the stage)")

@@ -34,7 +34,7 @@ def stage_overlap(prev: Sets, cur: Sets) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("attn", "ffn"):
         for pos, name in ((0, "p"), (1, "n")):
-            vals = [jaccard(a[pos], b[pos]) for a, b in zip(prev.get(kind, []), cur.get(kind, []))]
+            vals = [jaccard(a[pos], b[pos]) for a, b in zip(prev.get(kind, []), cur.get(kind, []), strict=False)]
             known = [v for v in vals if v is not None]
             out[f"{name}_{kind}"] = {"per_layer": vals, "mean": sum(known) / len(known) if known else None}
     return out

@@ -5,9 +5,9 @@ helpers `count_params` / `apex_budget`. See docs/method.md for the method and th
 cited in each module.
 """
 
-from apexlm.apex.param_budget import apex_budget
-from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.core import Apex
+from apexlm.apex.param_budget import apex_budget
+from apexlm.apex.params import count_params
 
 __all__ = ["Apex", "ApexConfig", "apex_budget", "count_params"]

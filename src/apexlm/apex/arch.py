@@ -166,7 +166,7 @@ def inspect_model(model: nn.Module) -> Arch:
     n_heads, n_kv, head_dim = read_heads(config)
     hidden = int(config.hidden_size)
     for i, layer in enumerate(layers):
-        for name, (sub, attr) in PROJ.items():
+        for sub, attr in PROJ.values():
             mod = getattr(getattr(layer, sub, None), attr, None)
             if mod is None or getattr(mod, "weight", None) is None or mod.weight.dim() != 2:
                 raise _fail(f"layer {i} has no linear {sub}.{attr}")

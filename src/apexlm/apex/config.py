@@ -75,11 +75,6 @@ class ApexConfig:
         _ratio("k_ratio", self.k_ratio, 0.5)
         _ratio("tuned_attn_ratio", self.tuned_attn_ratio, 1.0, optional=True)
         _ratio("tuned_ffn_ratio", self.tuned_ffn_ratio, 1.0, optional=True)
-        for name in ("tuned_attn_ratio", "tuned_ffn_ratio"):
-            value = getattr(self, name)
-            if value is not None and float(value) < 2 * float(self.k_ratio):
-                raise ConfigError(f"apex {name}={value} must cover P and N (>= 2*k_ratio = {2 * self.k_ratio:g}); "
-                                  "raise it or lower k_ratio")
         _choice("scoring", self.scoring, SCORINGS)
         _choice("selection", self.selection, SELECTIONS)
         _choice("operator", self.operator, OPERATORS)

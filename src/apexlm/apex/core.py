@@ -20,15 +20,15 @@ import torch
 from torch import nn
 
 from apexlm.apex.arch import inspect_model
-from apexlm.apex.params import count_params
 from apexlm.apex.config import ApexConfig
 from apexlm.apex.fuse import fold_all, fuse_all
+from apexlm.apex.layer_ops import LayerOps, operator_params, set_trainable, wrap_layer
 from apexlm.apex.optim import build_param_groups, optimizer_params, reset_state
+from apexlm.apex.params import count_params
 from apexlm.apex.permute import permute_optimizer_state
+from apexlm.apex.reselect import Sets, overlap_metrics, select_and_permute, size_summary
 from apexlm.apex.scoring import ScoreRecorder
 from apexlm.apex.selection import UnitPlan, attention_plans, low_budget, low_budget_layers, unit_plan
-from apexlm.apex.reselect import Sets, overlap_metrics, select_and_permute, size_summary
-from apexlm.apex.wrap import LayerOps, operator_params, set_trainable, wrap_layer
 
 STATE_VERSION = 1
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from apexlm.apex.arch import Arch
-from apexlm.apex.wrap import LayerOps, unwrap_layer
+from apexlm.apex.layer_ops import LayerOps, unwrap_layer
 
 
 @torch.no_grad()

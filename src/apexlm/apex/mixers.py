@@ -1,7 +1,9 @@
 """Ablation mixers with the Monarch interface, and the factory that picks one (method §3).
 
-Every mixer maps row vectors x (..., n) to x·Mᵀ, exposes `dense()` (M itself) and `reset_(gen)` (back
-to M = 0). `dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
+Every mixer maps row vectors x (..., n) to x·Mᵀ, exposes `dense()` (M itself), `reset_(gen)` (back
+to M = 0), `factors()` / `mix(x, *factors)` (the same map with its parameters passed explicitly) and
+`mix_left(u, *factors)` = M·u for a matrix u (n, cols) (the column side's weight rows, no transpose).
+`dense`: M is a free n×n matrix; `diagonal`: M = diag(d); both start at zero (§3.1: "R = 0").
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ class DenseMixer(nn.Module):
         with torch.no_grad():
             self.matrix.zero_()
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        return (self.matrix,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., n) → x·Mᵀ."""
-        return x @ self.matrix.to(x.dtype).T
+        return self.mix(x, self.matrix)
+
+    def mix(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """`forward` with M given explicitly."""
+        return x @ matrix.to(x.dtype).T
+
+    def mix_left(self, u: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """M·u for u (n, cols)."""
+        return matrix.to(u.dtype) @ u
 
     def dense(self) -> torch.Tensor:
         return self.matrix.detach().float()
@@ -46,9 +59,20 @@ class DiagonalMixer(nn.Module):
         with torch.no_grad():
             self.diag.zero_()
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        return (self.diag,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., n) → x ⊙ d."""
-        return x * self.diag.to(x.dtype)
+        return self.mix(x, self.diag)
+
+    def mix(self, x: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """`forward` with d given explicitly."""
+        return x * diag.to(x.dtype)
+
+    def mix_left(self, u: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """M·u = diag(d)·u for u (n, cols)."""
+        return diag.to(u.dtype)[:, None] * u
 
     def dense(self) -> torch.Tensor:
         return torch.diag(self.diag.detach().float())

@@ -3,6 +3,7 @@
 M = (block-diagonal factor 2) · (stride permutation) · (block-diagonal factor 1), with nb blocks of size
 b = n/nb, nb the divisor of n nearest √n (smaller on ties). It is applied to row vectors: `mixer(x)`
 returns x·Mᵀ for x (..., n), at a cost of 2·n·b multiply-adds per row, never materialising M.
+`mix(x, *factors())` is the same map with the factors passed in (method §3.1); every mixer has both.
 """
 
 from __future__ import annotations
@@ -87,18 +88,41 @@ class Monarch(nn.Module):
             init_uniform_(self.blkdiag1, 0.0, gen)
             init_uniform_(self.blkdiag2, 0.0, gen)
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        """The trainable tensors `mix` takes, in order (the expanded linear's autograd passes them)."""
+        return (self.blkdiag1, self.blkdiag2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., n) → x·Mᵀ (..., n); the factors are cast to x's dtype (float32 folds, §4)."""
+        return self.mix(x, self.blkdiag1, self.blkdiag2)
+
+    def mix(self, x: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor) -> torch.Tensor:
+        """`forward` with the factors given explicitly (so a custom backward can re-run it on copies)."""
         nb, b = self.nblocks, self.block
         lead = x.shape[:-1]
-        w1 = self.blkdiag1.to(x.dtype)                          # (nb, b, b)
-        w2 = self.blkdiag2.to(x.dtype)                          # (nb, b, b)
+        w1 = blkdiag1.to(x.dtype)                               # (nb, b, b)
+        w2 = blkdiag2.to(x.dtype)                               # (nb, b, b)
         h = x.reshape(-1, nb, b).transpose(0, 1)                # (nb, R, b)   chunk j
         h = torch.bmm(h, w1.transpose(1, 2))                    # (nb, R, b)   y_j = W1[j] @ chunk
         h = h.transpose(0, 1).reshape(-1, b, nb)                # (R, b, nb)   [s, l] = flat s*nb + l
         h = h.permute(2, 0, 1)                                  # (nb, R, b)   group l = positions l + s*nb
         h = torch.bmm(h, w2.transpose(1, 2))                    # (nb, R, b)   z_l = W2[l] @ group
         return h.permute(1, 2, 0).reshape(*lead, self.n)        # (..., n)     position s*nb + l = z_l[s]
+
+    def mix_left(self, u: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor) -> torch.Tensor:
+        """M·u for u (n, cols), i.e. `mix(u.T).T`, without transposing u (the column-side weight rows).
+
+        Chunk j of u's rows goes through blkdiag1[j]; the stride permutation is a (b, nb) ↔ (nb, b) swap of
+        the row index; group l goes through blkdiag2[l] (method §3.1).
+        """
+        nb, b = self.nblocks, self.block
+        cols = u.shape[-1]
+        w1 = blkdiag1.to(u.dtype)                               # (nb, b, b)
+        w2 = blkdiag2.to(u.dtype)                               # (nb, b, b)
+        h = torch.bmm(w1, u.reshape(nb, b, cols))               # (nb, b, cols)  row j*b+s = y_j[s]
+        h = h.reshape(b, nb, cols).transpose(0, 1)              # (nb, b, cols)  group l = rows l + s*nb
+        h = torch.bmm(w2, h)                                    # (nb, b, cols)  z_l
+        return h.transpose(0, 1).reshape(self.n, cols)          # (n, cols)      row s*nb + l = z_l[s]
 
     def dense(self) -> torch.Tensor:
         """The explicit M (n, n) with forward(x) = x @ M.T (float32, for tests and analysis)."""

@@ -59,7 +59,7 @@ def overlap_metrics(prev: Sets | None, cur: Sets) -> dict[str, float]:
         return out
     for kind in ("attn", "ffn"):
         for pos, name in ((0, "p"), (1, "n")):
-            vals = [jaccard(a[pos], b[pos]) for a, b in zip(prev[kind], cur[kind]) if a[pos].numel() or
+            vals = [jaccard(a[pos], b[pos]) for a, b in zip(prev[kind], cur[kind], strict=True) if a[pos].numel() or
                     b[pos].numel()]
             if vals:
                 out[f"jaccard_{name}_{kind}"] = sum(vals) / len(vals)

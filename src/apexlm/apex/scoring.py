@@ -8,6 +8,11 @@ non-padding positions of the batch's `attention_mask` (captured by a pre-hook on
 Counting: that pre-hook advances a forward id; a layer records at most once per id, so the re-run of a
 layer in gradient-checkpoint recompute is not counted twice. Recording happens only in training mode or
 inside `assessing` (the stage-1 pass), so validation forwards do not leak into the selection.
+
+Compile-friendly (issue 13): the per-step state the layer hooks read is tensors only — the forward id,
+each layer's last recorded id, accumulators and counts, updated in place — so a compiled model sees no
+Python value change from step to step and is not re-traced. The model-level pre-hook sets the mode and
+mask attributes (the same values every training step) and moves the state to the input's device once.
 Accumulation is local (float32, exact for integer rank counts below 2^24); `scores()` all-reduces
 (SUM; `avg` then divides by the world size) — equal to the official per-forward all-reduce, because
 every update is linear in the per-forward contribution.
@@ -34,14 +39,31 @@ class ScoreRecorder:
         size = {"attn": arch.n_kv, "ffn": arch.d_ff}
         self.size = size
         self.k = {kind: max(1, min(size[kind], int(size[kind] * k_ratio + 1e-9))) for kind in KINDS}
-        self.acc: dict[str, list[torch.Tensor | None]] = {kind: [None] * arch.n_layers for kind in KINDS}
-        self.count: dict[str, list[int]] = {kind: [0] * arch.n_layers for kind in KINDS}
-        self._last = {kind: [-1] * arch.n_layers for kind in KINDS}
-        self._fid = 0
+        self._dev = torch.device("cpu")
+        self.acc: dict[str, list[torch.Tensor]] = {}        # per layer (size,) float32
+        self._count: dict[str, list[torch.Tensor]] = {}     # per layer () float64: records
+        self._last: dict[str, list[torch.Tensor]] = {}      # per layer () long: forward id of the last record
+        self._fid = torch.zeros((), dtype=torch.long)      # () long: the current forward id
+        self.zero()
         self._on = False
         self._mask: torch.Tensor | None = None
         self.assessing = False
         self._handles: list[Any] = []
+
+    @property
+    def count(self) -> dict[str, list[int]]:
+        """How many forwards each layer recorded (Python ints; read outside the training graph)."""
+        return {kind: [int(c) for c in self._count[kind]] for kind in KINDS}
+
+    def _to(self, dev: torch.device) -> None:
+        """Move the recording state to `dev` (once, when the model's device is first seen)."""
+        def move(d: dict[str, list[torch.Tensor]]) -> None:
+            for kind in d:
+                d[kind] = [t.to(dev) for t in d[kind]]
+        for d in (self.acc, self._count, self._last):
+            move(d)
+        self._fid = self._fid.to(dev)
+        self._dev = dev
 
     # ---- hooks -------------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -60,29 +82,30 @@ class ScoreRecorder:
         self._handles = []
 
     def _on_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """The model pre-hook (traced into a compiled graph: only tensors change from step to step)."""
+        return self._begin_forward(module, args, kwargs)
+
+    def _begin_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Once per model forward: new forward id, recording switch, padding mask (B, T) or None."""
-        self._fid += 1
+        first = next((t for t in (*args, *kwargs.values()) if torch.is_tensor(t)), None)
+        if first is not None and first.device != self._dev:
+            self._to(first.device)
+        self._fid.add_(1)
         self._on = module.training or self.assessing
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         self._mask = mask if torch.is_tensor(mask) and mask.dim() == 2 else None
 
     def _ffn_hook(self, i: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if self._take("ffn", i):
+            if self._on:
                 self._record("ffn", i, output, 1)
         return hook
 
     def _attn_hook(self, i: int):
         def hook(module: nn.Module, args: tuple) -> None:
-            if self._take("attn", i):
+            if self._on:
                 self._record("attn", i, args[0], self.arch.n_kv)
         return hook
-
-    def _take(self, kind: str, i: int) -> bool:
-        if not self._on or self._last[kind][i] == self._fid:
-            return False
-        self._last[kind][i] = self._fid
-        return True
 
     # ---- accumulation ------------------------------------------------------------------------------
     def _norms(self, x: torch.Tensor, units: int) -> torch.Tensor:
@@ -102,13 +125,15 @@ class ScoreRecorder:
         return sq.sqrt()
 
     def _record(self, kind: str, i: int, x: torch.Tensor, units: int) -> None:
+        """Add this forward's update to layer i's accumulator unless the layer already recorded this id.
+
+        The "already recorded" test is a tensor (`take`), not a Python branch, so it lives in the graph.
+        """
         with torch.no_grad():
             a = self._norms(x, units) if kind == "attn" else self._norms(x, 1)   # (n,)
-            acc = self.acc[kind][i]
-            if acc is None:
-                acc = torch.zeros(a.numel(), dtype=torch.float32, device=a.device)
-            elif acc.device != a.device:
-                acc = acc.to(a.device)
+            acc, last = self.acc[kind][i], self._last[kind][i]
+            take = last != self._fid                                              # () bool
+            last.copy_(self._fid)
             if self.mode in ("rank", "ma_rank"):
                 k = self.k[kind]
                 delta = torch.zeros_like(a)
@@ -117,11 +142,10 @@ class ScoreRecorder:
             else:
                 delta = a
             if self.mode in ("rank", "avg"):
-                acc.add_(delta)
+                acc.add_(torch.where(take, delta, torch.zeros_like(delta)))
             else:
-                acc.mul_(0.9).add_(delta, alpha=0.1)
-            self.acc[kind][i] = acc
-            self.count[kind][i] += 1
+                acc.copy_(torch.where(take, torch.add(acc * 0.9, delta, alpha=0.1), acc))
+            self._count[kind][i].add_(take.to(torch.float64))
 
     # ---- reading, reset, state ---------------------------------------------------------------------
     def scores(self) -> dict[str, list[torch.Tensor]]:
@@ -130,42 +154,53 @@ class ScoreRecorder:
         Under torch.distributed this is a collective: every process must call it at the same point.
         """
         flat = [(kind, i) for kind in KINDS for i in range(self.arch.n_layers)]
-        dev = next((t.device for k in KINDS for t in self.acc[k] if t is not None), torch.device("cpu"))
+        dev = self._dev
         world = 1
         if dist.is_available() and dist.is_initialized():
             world = dist.get_world_size()
             if dist.get_backend() == "nccl":
                 dev = torch.device("cuda", torch.cuda.current_device())
-        parts = [self.acc[k][i].to(dev) if self.acc[k][i] is not None
-                 else torch.zeros(self.size[k], dtype=torch.float32, device=dev) for k, i in flat]
+        parts = [self.acc[k][i].to(dev) for k, i in flat]
+        count = self.count
         total = torch.cat(parts)
         if world > 1:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
         out: dict[str, list[torch.Tensor]] = {kind: [] for kind in KINDS}
-        for (kind, i), part in zip(flat, total.cpu().split([p.numel() for p in parts])):
+        for (kind, i), part in zip(flat, total.cpu().split([p.numel() for p in parts]), strict=True):
             if self.mode == "avg":
-                part = part / (world * max(1, self.count[kind][i]))
+                part = part / (world * max(1, count[kind][i]))
             elif self.mode == "ma":
                 part = part / world
             out[kind].append(part.clone())
         return out
 
     def zero(self) -> None:
-        """Forget everything recorded (scores never carry across stages, §1)."""
+        """Forget everything recorded (scores never carry across stages, §1); in place where allocated."""
+        n, dev = self.arch.n_layers, self._dev
         for kind in KINDS:
-            self.acc[kind] = [None] * self.arch.n_layers
-            self.count[kind] = [0] * self.arch.n_layers
+            if kind in self.acc:
+                for t in (*self.acc[kind], *self._count[kind]):
+                    t.zero_()
+            else:
+                self.acc[kind] = [torch.zeros(self.size[kind], dtype=torch.float32, device=dev) for _ in range(n)]
+                self._count[kind] = [torch.zeros((), dtype=torch.float64, device=dev) for _ in range(n)]
+                self._last[kind] = [torch.full((), -1, dtype=torch.long, device=dev) for _ in range(n)]
 
     def state_dict(self) -> dict[str, Any]:
         """This process's local accumulators (no collective, safe to call on rank 0 only)."""
-        return {"acc": {k: [None if t is None else t.cpu().clone() for t in v] for k, v in self.acc.items()},
-                "count": {k: list(v) for k, v in self.count.items()}}
+        return {"acc": {k: [t.cpu().clone() for t in v] for k, v in self.acc.items()}, "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore local accumulators (moved to the activations' device on the next record).
+        """Restore local accumulators (in place, on the recorder's current device).
 
         Under DDP every process loads the saved (rank-0) partial sums, which approximates the other
         ranks' contributions of the interrupted stage by rank 0's.
         """
-        self.acc = {k: [None if t is None else t.clone() for t in v] for k, v in state["acc"].items()}
-        self.count = {k: list(v) for k, v in state["count"].items()}
+        for kind in KINDS:
+            for i in range(self.arch.n_layers):
+                saved = state["acc"][kind][i]
+                if saved is None:
+                    self.acc[kind][i].zero_()
+                else:
+                    self.acc[kind][i].copy_(saved)
+                self._count[kind][i].fill_(float(state["count"][kind][i]))

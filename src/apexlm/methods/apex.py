@@ -36,11 +36,16 @@ def apex_config(cfg: Mapping[str, Any], seed: int) -> ApexConfig:
 
 class ApexMethod(Method):
     name = "apex"
-    rewrites_weights_in_place = True
+    rewrites_weights_in_place = True  # stage transitions fold/permute/reset trainable tensors
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)
         self.apex_cfg = apex_config(cfg, seed)
+        for key in ("tuned_attn_ratio", "tuned_ffn_ratio"):  # a run's ratios (the library checks unit counts)
+            value = getattr(self.apex_cfg, key)
+            if value is not None and float(value) < 2 * self.apex_cfg.k_ratio:
+                raise ConfigError(f"method.{key}={value} must cover P and N (>= 2*k_ratio = "
+                                  f"{2 * self.apex_cfg.k_ratio:g}); raise it or lower k_ratio")
         if not float(cfg.get("mixer_lr_scale", 1.0)) > 0:
             raise ConfigError(f"method.mixer_lr_scale={cfg.get('mixer_lr_scale')} must be > 0")
         self.apex: Apex | None = None

@@ -65,7 +65,10 @@ class Method:
     name = "base"
     #: whether stage transitions rewrite trainable tensors in place (APEX folds/permutes, HFT redraws);
     #: strategies that keep their own copy of the weights (DeepSpeed's fp32 partitions) would undo them.
-    rewrites_weights_in_place = False
+    rewrites_weights_in_place: bool = False
+    #: whether the method edits `p.grad` before the optimizer step (GMT/HFT masks): invisible to a strategy
+    #: that keeps gradients in its own flat buffers (DeepSpeed ZeRO).
+    edits_gradients: bool = False
 
     def __init__(self, cfg: Mapping[str, Any]):
         stages = cfg.get("stages", 1)

@@ -82,6 +82,7 @@ class GmtMethod(Method):
     """Full fine-tuning with a per-tensor gradient magnitude mask before every optimizer step."""
 
     name = "gmt"
+    edits_gradients = True  # masks p.grad before each step: ZeRO keeps gradients in its own buffers
 
     def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)

@@ -40,7 +40,8 @@ class HftMethod(Method):
     """Train a redrawn random half of each layer's matrices per stage."""
 
     name = "hft"
-    rewrites_weights_in_place = True
+    rewrites_weights_in_place = True  # each boundary redraws the trained half (requires_grad, Adam state)
+    edits_gradients = True  # drops the frozen half's p.grad before each step
 
     def __init__(self, cfg: Mapping[str, Any], seed: int = 0):
         super().__init__(cfg)

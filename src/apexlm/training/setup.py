@@ -16,7 +16,7 @@ TRAINER_PASSTHROUGH = (
     "enable_progress_bar", "enable_model_summary", "benchmark", "detect_anomaly", "use_distributed_sampler",
 )
 # every key a trainer config may hold: passed to Lightning as is, or read by the pipeline itself
-TRAINER_KEYS = (*TRAINER_PASSTHROUGH, "max_steps", "max_epochs")
+TRAINER_KEYS = (*TRAINER_PASSTHROUGH, "max_steps", "max_epochs", "compile")  # compile: training/compile.py
 
 
 def total_steps_for(cfg: DictConfig, dm: Any) -> int:
@@ -47,10 +47,9 @@ def build_trainer_kwargs(cfg: DictConfig, total_steps: int) -> dict[str, Any]:
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from apexlm.utils.console import StepProgressBar
-
     from apexlm.callbacks.guard import NumericalGuard, RankAgreementGuard
     from apexlm.training.rng_state import RngStateCallback
+    from apexlm.utils.console import StepProgressBar
 
     c = cfg.get("callbacks") or {}
     guard = c.get("guard") or {}
@@ -66,6 +65,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     if ck.get("enabled", True):
         cb.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=int(ck.get("every_n_steps", 50))))
+    if cfg.trainer.get("compile"):  # trainer.compile: true | backend name (training/compile.py)
+        from apexlm.training.compile import CompileModel
+        cb.append(CompileModel(cfg.trainer.compile))
     if c.get("rich_progress", True) and cfg.trainer.get("enable_progress_bar", True):
         cb.append(StepProgressBar(leave=True))
     return cb

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from apexlm.errors import ConfigError, ModelError
+from apexlm.training.strategy_check import check_strategy
 
 SCHEDULES = ("cosine", "constant")
 LOGGERS = ("wandb", "csv", "none")
@@ -66,6 +67,7 @@ def validate_config(cfg: DictConfig) -> None:
     method = build_method(cfg.method, seed=int(cfg.get("seed", 0)))
     _check_optim(cfg.optim)
     steps = _check_trainer(cfg.trainer)
+    check_strategy(cfg)  # strategy x method x devices (training/strategy_check.py)
     if steps is not None:
         method.boundaries(steps)
     dims = _check_model(cfg.model)

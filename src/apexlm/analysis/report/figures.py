@@ -71,7 +71,7 @@ def curves_figure(groups: Mapping[str, Sequence[Run]], order: Sequence[str], pat
         for run in groups[name]:
             if not run.curve:
                 continue
-            xs, ys = zip(*run.curve)
+            xs, ys = zip(*run.curve, strict=True)
             ppl_min, ppl_max = min(ppl_min, *ys), max(ppl_max, *ys)
             ax.plot(xs, ys, color=colors[i], marker=".", linewidth=1.2, alpha=0.85,
                     label=None if labelled else name)

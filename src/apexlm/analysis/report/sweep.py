@@ -199,8 +199,8 @@ def to_json(report: Report, groups: dict[str, list[Run]]) -> dict[str, Any]:
     for name in report.order:
         runs = groups[name]
         keys = ["final_val_loss", "final_val_ppl", "trainable_fraction", "train_time_s", *eval_keys(runs)]
-        stats = {k: dict(zip(("mean", "std", "n"), mean_std(metric(r, k) for r in runs))) for k in keys}
-        stats["tokens"] = dict(zip(("mean", "std", "n"), mean_std(r.tokens for r in runs)))
+        stats = {k: dict(zip(("mean", "std", "n"), mean_std(metric(r, k) for r in runs), strict=True)) for k in keys}
+        stats["tokens"] = dict(zip(("mean", "std", "n"), mean_std(r.tokens for r in runs), strict=True))
         variants[name] = {"runs": [str(r.path) for r in runs], "seeds": [r.seed for r in runs],
                           "stats": {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in stats.items()}}
     deltas = {key: {c: {v: {"delta": _clean(d.delta), "pooled_std": _clean(d.pooled_std),

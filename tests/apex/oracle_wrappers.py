@@ -1,4 +1,12 @@
-"""Weight-side expansion wrappers: method §3.2–§3.6 (and §3.5 sharing), with biases and GQA.
+"""Test oracle: the weight-side expansion wrappers as they were before the span implementation (issue 13).
+
+Each wrapped projection builds its FULL effective weight W' with torch.cat once per forward and calls
+`F.linear` once; autograd then computes full-size weight gradients. Simple and obviously right, so the
+span implementation (`apexlm.apex.expanded_linear`) is tested against it in float64 (test_oracle.py).
+It reads the shared operator only through `shared.mixer(...)`, `shared.mixer_vec` and `shared.n`, so it
+runs on the production OperatorGroup. Original notes (method §3.2–§3.6):
+
+Weight-side expansion wrappers: method §3.2–§3.6 (and §3.5 sharing), with biases and GQA.
 
 Each wrapped projection builds its effective weight W' once per forward and calls `F.linear` once. The
 tuned span [0, tuned_end) of the permuted layout holds N | P | E (§2). With U = W[tuned] + s2:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tests.conftest import MICRO, compose_cfg, run_in_process
+from tests.support.runs import MICRO, compose_cfg, run_in_process
 
 # Cheap evaluation at the end of each run (still every part: ppl, exact match, MC, analytics). One domain batch
 # while the trainer validates on 2: ppl/val must still read 2 (the trainer's limit, not max_ppl_batches).

@@ -1,4 +1,6 @@
-"""Shared helpers of the reliability tests: in-process runs with injected callbacks, CLI runs, error checks."""
+"""Run the real pipeline on the micro model: compose the Hydra configs as `train.py` does, run in-process
+(optionally with extra Lightning callbacks), or run `python train.py` as a subprocess (one, or many at once).
+"""
 
 from __future__ import annotations
 
@@ -10,34 +12,50 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
-from tests.conftest import MICRO, ROOT, compose_cfg
+from tests.support.models import MICRO_SHAPE
 
-# A short APEX run that crosses an epoch (16 examples / batch 4 = 4 steps per epoch) and a stage boundary
-# (6 steps, 2 stages: boundary after step 3), with a checkpoint after every optimizer step.
-RESUME = ["experiment=apex_it", "debug=fdr", *MICRO, "logger=csv", "trainer.max_steps=6", "method.stages=2",
-          "data.max_train_samples=16", "trainer.limit_val_batches=0", "callbacks.checkpoint.enabled=true",
-          "callbacks.checkpoint.every_n_steps=1", "method.assess_samples=8", "threads=1"]
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(ROOT / "configs")
+DATA_DIR = Path(os.environ.get("APEXLM_DATA_DIR") or ROOT / "data").resolve()
+os.environ.setdefault("APEXLM_ROOT", str(ROOT))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# The micro model (tests.support.models.MICRO_SHAPE, fresh, no pretrained base) as Hydra overrides. One thread:
+# at this size a second intra-op thread only adds synchronisation, and on a shared 2-core machine it is far slower.
+MICRO = ["model.pretrained=null", *(f"model.{k}={v}" for k, v in MICRO_SHAPE.items()),
+         "model.max_position_embeddings=256", "data.block_size=64", "threads=1"]
 
 
-class Killed(RuntimeError):
-    """Stands for the process dying."""
+def compose_cfg(overrides: list[str], run_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    """Compose like `train.py` would, with hydra.runtime.output_dir pointing at run_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
-class KillAt(L.Callback):
-    """Raise in on_train_batch_end of optimizer step `step`: after the stage callback acted on that step and
-    before ModelCheckpoint (Lightning runs checkpoint callbacks last) saved it."""
+def run_in_process(overrides: list[str], run_dir: Path) -> dict:
+    """Train one composed configuration in this process; returns its summary."""
+    from apexlm.training.run import fit as fit_run
 
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            raise Killed(f"killed at step {self.step}")
+    cfg = compose_cfg(overrides, run_dir)
+    return fit_run(cfg, run_dir)[0]
 
 
 def fit(overrides: list[str], run_dir: Path, *callbacks: L.Callback) -> tuple[dict, Any]:
-    """Run the real pipeline in-process; returns (summary, module)."""
+    """Run the real pipeline in-process with extra callbacks; returns (summary, module)."""
     from apexlm.training.run import fit as fit_run
 
     cfg = compose_cfg(overrides, run_dir)
@@ -45,10 +63,12 @@ def fit(overrides: list[str], run_dir: Path, *callbacks: L.Callback) -> tuple[di
 
 
 def weights(module: Any) -> dict[str, torch.Tensor]:
+    """A copy of the trained module's model state dict."""
     return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
+    """Same keys; bit-identical tensors (atol=0) or within atol."""
     assert a.keys() == b.keys()
     for k in a:
         if atol == 0.0:
@@ -57,19 +77,24 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
             torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0.0, msg=lambda m, k=k: f"{k}: {m}")
 
 
+# ---- `python train.py ...` ---------------------------------------------------------------------------------
+def cli_env(cwd: Path, env: dict | None = None) -> dict[str, str]:
+    """The environment of a CLI run: logs under cwd/logs, W&B off, warnings quiet (env overrides)."""
+    return {**os.environ, "APEXLM_LOG_DIR": str(cwd / "logs"), "WANDB_MODE": "disabled",
+            "PYTHONWARNINGS": "ignore", **(env or {})}
+
+
 def train_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python train.py ARGS` in a subprocess with logs under cwd/logs."""
-    e = {**os.environ, "APEXLM_LOG_DIR": str(cwd / "logs"), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
-         **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=e,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          env=cli_env(cwd, env), cwd=cwd, timeout=timeout)
 
 
 def error_lines(stderr: str) -> list[str]:
+    """The `error: ...` lines a failing run printed."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-# ---- many CLI runs, fast -----------------------------------------------------------------------------
 # A fresh interpreter spends most of a failing `python train.py ...` importing torch/lightning/transformers.
 # `cli_many` runs each case as its own process forked from a server that imported them once, and executes
 # train.py exactly as `python train.py ARGS` would (runpy as __main__, same argv, env and cwd; exit status,
@@ -112,11 +137,10 @@ def cli_many(cases: list[list[str]], cwds: list[Path], env: dict | None = None, 
     import multiprocessing as mp
     import time
 
-    envs = [{**os.environ, "APEXLM_LOG_DIR": str(c / "logs"), "WANDB_MODE": "disabled",
-             "PYTHONWARNINGS": "ignore", **(env or {})} for c in cwds]
+    envs = [cli_env(c, env) for c in cwds]
     if os.environ.get("APEXLM_FRESH_CLI") == "1":
         return [subprocess.run([sys.executable, str(ROOT / "train.py"), *a], capture_output=True, text=True,
-                               env=e, cwd=c, timeout=timeout) for a, c, e in zip(cases, cwds, envs)]
+                               env=e, cwd=c, timeout=timeout) for a, c, e in zip(cases, cwds, envs, strict=True)]
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     results: list[subprocess.CompletedProcess | None] = [None] * len(cases)

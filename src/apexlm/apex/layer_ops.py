@@ -1,4 +1,4 @@
-"""Install and remove the expansion wrappers of one layer (method §3.3–§3.6, §5).
+"""Install and remove the expanded linear modules of one layer (method §3.3–§3.6, §5).
 
 Given the layer's attention and FFN sizes (in the already-permuted layout N | P | E | rest):
   attention, k > 0 and an operator: v = ColumnWrapper, o = RowWrapper sharing one OperatorGroup of size
@@ -18,16 +18,16 @@ from torch import nn
 
 from apexlm.apex.arch import Arch
 from apexlm.apex.config import ApexConfig
+from apexlm.apex.expanded_linear import ColumnWrapper, ExpandedLinear, OperatorGroup, RowWrapper
 from apexlm.apex.mixers import make_mixer
 from apexlm.apex.selection import UnitPlan
-from apexlm.apex.wrappers import ColumnWrapper, OperatorGroup, RowWrapper, _Wrapped
 
 
 @dataclass
 class LayerOps:
     """The wrappers and shared operators installed in one layer."""
 
-    wrappers: dict[str, _Wrapped] = field(default_factory=dict)   # projection name → wrapper
+    wrappers: dict[str, ExpandedLinear] = field(default_factory=dict)   # projection name → wrapper
     groups: dict[str, OperatorGroup] = field(default_factory=dict)  # "attn" / "ffn" → operator
 
 
@@ -81,7 +81,7 @@ def wrap_layer(arch: Arch, i: int, attn: UnitPlan, ffn: UnitPlan, cfg: ApexConfi
     return ops
 
 
-def plain_linear(wrapper: _Wrapped) -> nn.Linear:
+def plain_linear(wrapper: ExpandedLinear) -> nn.Linear:
     """An nn.Linear holding the wrapper's own weight/bias Parameter objects (no allocation)."""
     w = wrapper.weight
     lin = nn.Linear(w.shape[1], w.shape[0], bias=wrapper.bias is not None, device="meta", dtype=w.dtype)

@@ -12,8 +12,7 @@ import torch
 from apexlm.apex import Apex, ApexConfig
 from apexlm.apex.selection import UnitPlan, select_units
 from apexlm.errors import ConfigError
-
-from ._models import llama
+from tests.support.models import llama
 
 HIDDEN, LAYERS, HEADS, FFN = 64, 4, 4, 97
 D_H = HIDDEN // HEADS

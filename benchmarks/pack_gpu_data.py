@@ -1,11 +1,12 @@
-"""Pack the prepared corpora for the GPU machine: uint16 token arrays + the tokenizer, a few MB in all.
+"""Copy the prepared data directory's training files for the GPU machine (~28 MB), so train.py runs there as here.
 
     python benchmarks/pack_gpu_data.py                  # → benchmarks/gpu_data/ (git-ignored, carried)
 
-Writes `<out>/{shakespeare,pycode}_{train,val}.npy` (uint16 token streams, documents joined by eos,
-exactly the streams the datamodule packs), `<out>/tokenizer/` (the project tokenizer files) and
-`<out>/meta.json` (vocab, special ids, token counts, tokenizer fingerprint). The GPU image lacks
-`datasets` and the raw sources; gpu_check.py reads only these files. Runs `prepare` first if needed.
+The GPU image lacks `datasets`, `reasoning-gym` and the raw sources, so it cannot run `prepare`; train.py
+only needs a data directory whose manifest lists files that exist (`manifest.is_complete`). This copies
+exactly those files (corpora, tokenizer, instruction sets; not the raw archive, which only `prepare`
+reads) plus the token-stream cache (so the GPU run does not re-tokenize), and checks the copy.
+gpu_check.sh points `APEXLM_DATA_DIR` at it. Runs `prepare` first if the source is not prepared.
 """
 
 from __future__ import annotations
@@ -19,57 +20,42 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
+from apexlm.data import manifest as mf  # noqa: E402
+from apexlm.data.paths import MANIFEST, resolve_data_dir  # noqa: E402
 
-from apexlm.data.packing import cached_stream  # noqa: E402
-from apexlm.data.paths import DOMAINS, SPLITS, resolve_data_dir, token_cache_dir, tokenizer_dir  # noqa: E402
-from apexlm.data.tokenizer import load_tokenizer, tokenizer_fingerprint  # noqa: E402
-
-MAX_BYTES = 30 * 2**20
+MAX_BYTES = 40 * 2**20   # the carry budget is 64 MiB in all; the wheels take ~24 MB
 
 
-def pack_gpu_data(out: Path, data_dir: str | None = None, max_tokens: int | None = None) -> dict:
-    """Write the arrays, the tokenizer and meta.json into `out`; returns the meta record."""
+def pack_gpu_data(out: Path, data_dir: str | None = None) -> dict:
+    """Copy the manifest's files and the token cache from the prepared data dir into `out`; return a record."""
     from apexlm.data.prepare import ensure_prepared
-    from apexlm.data.text_data import embedded_documents
 
     root = ensure_prepared(resolve_data_dir(data_dir))
-    tok = load_tokenizer(tokenizer_dir(root))
-    if len(tok) > np.iinfo(np.uint16).max + 1:
-        raise SystemExit(f"vocab {len(tok)} does not fit uint16")
-    fp = tokenizer_fingerprint(tok)
-    out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
-    for domain in DOMAINS:
-        for split in SPLITS:
-            stream = cached_stream(tok, embedded_documents(domain, split, root), token_cache_dir(root), fp)
-            if max_tokens is not None:
-                stream = stream[:max_tokens]
-            np.save(out / f"{domain}_{split}.npy", stream.astype(np.uint16))
-            counts[f"{domain}_{split}"] = int(len(stream))
-    tok_out = out / "tokenizer"
-    shutil.rmtree(tok_out, ignore_errors=True)
-    shutil.copytree(tokenizer_dir(root), tok_out)
-    meta = {"vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-            "bos_token_id": tok.bos_token_id, "tokenizer_fingerprint": fp, "tokens": counts,
-            "dtype": "uint16"}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    manifest = json.loads((root / MANIFEST).read_text())
+    files = list(mf.all_files(manifest))
+    cache = sorted(p.relative_to(root).as_posix() for p in (root / "cache").rglob("*") if p.is_file())
+    if out.exists():
+        shutil.rmtree(out)
+    for rel in [*files, *cache]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, out / rel)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    if not mf.is_complete(out, mf.load(out)):
+        raise SystemExit(f"{out}: the copied manifest lists files that are missing; rerun prepare on {root}")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    meta["bytes"] = size
     if size > MAX_BYTES:
-        raise SystemExit(f"{out} holds {size / 2**20:.1f} MB, over the {MAX_BYTES / 2**20:.0f} MB carry budget; "
-                         "use --max-tokens")
-    return meta
+        raise SystemExit(f"{out} holds {size / 2**20:.1f} MB, over the {MAX_BYTES / 2**20:.0f} MB carry budget")
+    return {"source": str(root), "files": len(files), "cache_files": len(cache), "bytes": size}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_data"))
     p.add_argument("--data-dir", default=None, help="prepared data dir (default: $APEXLM_DATA_DIR or ./data)")
-    p.add_argument("--max-tokens", type=int, default=None, help="cap each split (tests)")
     a = p.parse_args(argv)
-    meta = pack_gpu_data(Path(a.out), a.data_dir, a.max_tokens)
-    print(f"{a.out}: {meta['bytes'] / 2**20:.1f} MB; vocab {meta['vocab_size']}; tokens {meta['tokens']}")
+    rec = pack_gpu_data(Path(a.out), a.data_dir)
+    print(f"{a.out}: {rec['bytes'] / 2**20:.1f} MB; {rec['files']} data files + {rec['cache_files']} cache files "
+          f"from {rec['source']}")
     return 0
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.support.runs import ROOT
@@ -32,40 +31,6 @@ def _run(args: list[str], timeout: int = 120, **env: str) -> subprocess.Complete
     proc = subprocess.run(args, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-@pytest.fixture(scope="module")
-def gpu_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("gpu_data")
-    _run([sys.executable, str(BENCH / "pack_gpu_data.py"), "--out", str(out), "--max-tokens", "20000"])
-    return out
-
-
-def test_pack_gpu_data_writes_uint16_streams_and_tokenizer(gpu_data: Path) -> None:
-    meta = json.loads((gpu_data / "meta.json").read_text())
-    assert set(meta["tokens"]) == {f"{d}_{s}" for d in ("shakespeare", "pycode") for s in ("train", "val")}
-    for name, n in meta["tokens"].items():
-        arr = np.load(gpu_data / f"{name}.npy")
-        assert arr.dtype == np.uint16 and len(arr) == n <= 20000
-        assert int(arr.max()) < meta["vocab_size"]
-    assert (gpu_data / "tokenizer" / "tokenizer.json").is_file()
-
-
-def test_gpu_check_dry_run_runs_every_stage(gpu_data: Path, tmp_path: Path) -> None:
-    proc = _run(["bash", str(BENCH / "gpu_check.sh"), "--dry-run"], timeout=150, OUT=str(tmp_path),
-                GPU_DATA_DIR=str(gpu_data), PYTHON=sys.executable)
-    res = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert res["dry_run"] and res["errors"] == {} and res["data"]["kind"] == "packed"
-    stages = res["stages"]
-    assert {"pretrain", "overhead_micro", *(f"cpt_{v}_seed0" for v in ("vanilla", "apex_mls1", "apex_mls30"))} \
-        <= set(stages)
-    for name, run in stages.items():
-        if name.startswith("cpt_"):
-            assert run["val_ppl_fused"] == pytest.approx(run["val_ppl"], rel=1e-4)   # fuse preserves function
-            assert len(run["curve"]) >= 3
-    assert stages["cpt_apex_mls1_seed0"]["boundaries"]                           # 3 stages → 2 boundaries
-    assert stages["cpt_apex_mls30_seed0"]["mixer_lr_scale"] == 30.0
-    assert "apex_mls1" in res["cpt_summary"] and "gpu_check summary" in proc.stdout
 
 
 def test_bench_overhead_quick_micro(tmp_path: Path) -> None:

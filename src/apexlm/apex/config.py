@@ -48,6 +48,11 @@ class ApexConfig:
     finetune_qk: s2 deltas on the tuned q/k rows (§3.6). train_embeddings: embeddings and lm_head train.
     base_trainable: every base weight trains and no s2 delta is created (continued pre-training).
     seed: tie-breaks, random selection, low-budget layers and operator init.
+    low_budget_undrawn_s2: in the low-budget head mode (§2), layers that are not drawn still get
+        floor(G*tuned_attn_ratio) E-only s2 heads (this project's earlier behaviour). Default False = the
+        official code: undrawn layers train no attention parameter (docs/method.md, differences).
+    reverse_heads: selection=reversed also swaps P and N for heads (this project's earlier behaviour).
+        Default False = the official `reverse_topk_mink`: channels only, heads keep the activation choice.
     """
 
     k_ratio: float = 0.1875
@@ -63,6 +68,8 @@ class ApexConfig:
     train_embeddings: bool = True
     base_trainable: bool = False
     seed: int = 0
+    low_budget_undrawn_s2: bool = False
+    reverse_heads: bool = False
 
     def __post_init__(self) -> None:
         _ratio("k_ratio", self.k_ratio, 0.5)
@@ -74,6 +81,12 @@ class ApexConfig:
         _choice("init", self.init, INITS)
         if not float(self.init_scale) > 0.0:
             raise ConfigError(f"apex init_scale={self.init_scale!r} must be > 0: use e.g. 1.0")
+        for name in ("low_budget_undrawn_s2", "reverse_heads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"apex {name}={getattr(self, name)!r} must be true or false")
+        if self.reverse_heads and self.selection != "reversed":
+            raise ConfigError(f"apex reverse_heads=true only acts with selection=reversed (got "
+                              f"selection={self.selection!r}): set method.selection=reversed or drop reverse_heads")
 
     @property
     def use_s2(self) -> bool:

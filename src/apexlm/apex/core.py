@@ -82,7 +82,7 @@ class Apex:
                 self.low_budget_layers = low_budget_layers(a.n_layers, a.n_kv, c.k_ratio, c.seed)
             ffn = unit_plan(a.d_ff, c.k_ratio, c.tuned_ffn_ratio, "FFN channels", "tuned_ffn_ratio")
             self.plans = {"attn": attention_plans(a.n_layers, a.n_kv, c.k_ratio, c.tuned_attn_ratio,
-                                                  self.low_budget_layers),
+                                                  self.low_budget_layers, c.low_budget_undrawn_s2),
                           "ffn": [ffn] * a.n_layers}
         return self.plans
 

@@ -43,7 +43,8 @@ def select_and_permute(arch: Arch, cfg: ApexConfig, scores: dict[str, list[torch
             if plan.tuned == 0:
                 sets[kind].append((ids[:0], ids[:0]))
                 continue
-            sel: Selection = select_units(scores[kind][i], plan, cfg.selection, cfg.seed, stage, i, kind)
+            sel: Selection = select_units(scores[kind][i], plan, cfg.selection, cfg.seed, stage, i, kind,
+                                          cfg.reverse_heads)
             sets[kind].append((ids[sel.p].clone(), ids[sel.n].clone()))
             specs.extend(make_specs(arch, i, sel.order))
             unit_ids[kind][i] = ids[sel.order]

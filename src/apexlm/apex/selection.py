@@ -4,7 +4,10 @@ Units: KV groups for attention (MHA: heads), channels for the FFN. Sizes: k = ma
 units in P and in N each, `tuned` = floor(n·tuned_ratio) units in N∪P∪E (2k when the ratio is None).
 Ties (frequent with integer rank scores, pitfall 4) are broken by a seeded random key per unit, so a
 selection is a deterministic function of (scores, seed). Low-budget head mode (§2): when
-floor(G·k_ratio) = 0, floor(G·L·k_ratio) seeded layers get one P and one N group; the others none.
+floor(G·k_ratio) = 0, floor(G·L·k_ratio) seeded layers get one P and one N group; the others none, as in
+the official code (`undrawn_s2=True` keeps this project's earlier choice: floor(G·tuned_attn_ratio) E-only
+groups there). `selection=reversed` swaps P and N of FFN channels only, as the official
+`reverse_topk_mink` does; `reverse_heads=True` swaps heads too (earlier choice; docs/method.md, differences).
 """
 
 from __future__ import annotations
@@ -82,8 +85,12 @@ def low_budget_layers(n_layers: int, n_kv: int, k_ratio: float, seed: int) -> li
 
 
 def attention_plans(n_layers: int, n_kv: int, k_ratio: float, tuned_ratio: float | None,
-                    chosen: list[int] | None) -> list[UnitPlan]:
-    """Per-layer attention sizes. `chosen` = low-budget layers (None unless `low_budget`)."""
+                    chosen: list[int] | None, undrawn_s2: bool = False) -> list[UnitPlan]:
+    """Per-layer attention sizes. `chosen` = low-budget layers (None unless `low_budget`).
+
+    Low-budget layers not chosen tune nothing (official), or floor(G·tuned_ratio) E-only groups when
+    `undrawn_s2` (ApexConfig.low_budget_undrawn_s2).
+    """
     if chosen is None:
         plan = unit_plan(n_kv, k_ratio, tuned_ratio, "KV groups", "tuned_attn_ratio")
         return [plan] * n_layers
@@ -92,7 +99,8 @@ def attention_plans(n_layers: int, n_kv: int, k_ratio: float, tuned_ratio: float
         raise ConfigError(f"apex low-budget attention needs 2 KV groups per chosen layer, the model has "
                           f"{n_kv}: use a model with more KV heads")
     on = UnitPlan(1, 2 if tuned_ratio is None else max(2, extra))
-    return [on if i in set(chosen) else UnitPlan(0, extra) for i in range(n_layers)]
+    off = UnitPlan(0, extra if undrawn_s2 else 0)
+    return [on if i in set(chosen) else off for i in range(n_layers)]
 
 
 def _seed(seed: int, stage: int, layer: int, kind: str) -> int:
@@ -100,11 +108,13 @@ def _seed(seed: int, stage: int, layer: int, kind: str) -> int:
 
 
 def select_units(scores: torch.Tensor, plan: UnitPlan, mode: str, seed: int, stage: int, layer: int,
-                 kind: str) -> Selection:
+                 kind: str, reverse_heads: bool = False) -> Selection:
     """Pick P, N, E from a layer's scores (§2) and the permutation that puts them in front.
 
     mode: "activation" uses the scores; "random" replaces them by a seeded random permutation;
-    "reversed" swaps P and N (§1 ablations). Sorting is by (score, seeded key), so ties are deterministic.
+    "reversed" swaps P and N (§1 ablations) of FFN channels (kind "ffn"), and of heads (kind "attn") only
+    when `reverse_heads`; heads otherwise select as "activation" (official `reverse_topk_mink`).
+    Sorting is by (score, seeded key), so ties are deterministic.
     """
     n_units = scores.numel()
     gen = torch.Generator().manual_seed(_seed(seed, stage, layer, kind))
@@ -119,7 +129,8 @@ def select_units(scores: torch.Tensor, plan: UnitPlan, mode: str, seed: int, sta
     rest = asc[: n_units - k]
     low = rest[:k]                                                  # k lowest of the rest, ascending
     extra = rest[k:plan.tuned - k]                                  # next-lowest, ascending
-    p, n = (low, top) if mode == "reversed" else (top, low)
+    swap = mode == "reversed" and (kind == "ffn" or reverse_heads)
+    p, n = (low, top) if swap else (top, low)
     front = torch.cat([n, p, extra])
     taken = torch.zeros(n_units, dtype=torch.bool)
     taken[front] = True

@@ -23,7 +23,8 @@ from apexlm.errors import ConfigError
 from apexlm.methods.base import Method
 
 APEX_KEYS = ("k_ratio", "tuned_attn_ratio", "tuned_ffn_ratio", "scoring", "selection", "operator",
-             "mix_channels", "init", "init_scale", "finetune_qk", "train_embeddings", "base_trainable")
+             "mix_channels", "init", "init_scale", "finetune_qk", "train_embeddings", "base_trainable",
+             "low_budget_undrawn_s2", "reverse_heads")
 
 
 def apex_config(cfg: Mapping[str, Any], seed: int) -> ApexConfig:

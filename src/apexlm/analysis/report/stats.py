@@ -27,6 +27,27 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else NAN), len(xs)
 
 
+# Two-sided 95 % quantiles of Student's t, df = 1..30 (beyond: 1.96 + 2.4/df, within 0.002 of the exact value).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5 % quantile of Student's t with `df` degrees of freedom (NaN for df < 1)."""
+    if df < 1:
+        return NAN
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def t_interval(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % t-interval, n) of the finite values: mean ± t(n-1)·s/√n; NaN when n < 2.
+
+    Used on paired per-seed differences: the interval excludes 0 when the effect is resolved at 95 %.
+    """
+    m, s, n = mean_std(values)
+    return m, (t975(n - 1) * s / math.sqrt(n) if n > 1 else NAN), n
+
+
 def pooled_std(std_a: float, n_a: int, std_b: float, n_b: int) -> float:
     """sqrt(((n_a-1)s_a² + (n_b-1)s_b²) / (n_a+n_b-2)): the seed spread of two arms together.
 
@@ -67,6 +88,11 @@ class Delta:
     pairs: dict[int, float]  # seed -> per-seed difference
     n_variant: int
     n_control: int
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95 % t-interval of the paired delta (over the shared seeds); NaN below 2 pairs."""
+        return t_interval(self.pairs.values())[1]
 
 
 def delta(variant: Sequence[Run], control: Sequence[Run], key: str) -> Delta:

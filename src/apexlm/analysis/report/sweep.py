@@ -205,6 +205,7 @@ def to_json(report: Report, groups: dict[str, list[Run]]) -> dict[str, Any]:
                           "stats": {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in stats.items()}}
     deltas = {key: {c: {v: {"delta": _clean(d.delta), "pooled_std": _clean(d.pooled_std),
                             "paired": _clean(d.paired), "paired_std": _clean(d.paired_std),
+                            "paired_ci95": _clean(d.ci95),
                             "pairs": {str(s): x for s, x in d.pairs.items()}} for v, d in rows.items()}
                     for c, rows in per.items()} for key, per in report.deltas.items()}
     reach_json = {v: {"target": _clean(r.target), "control_tokens": _clean(r.control_tokens),

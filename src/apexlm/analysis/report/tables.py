@@ -79,6 +79,8 @@ def _delta_cells(d: Delta) -> list[str]:
     pooled = f"{fmt(d.delta, sign=True)} (seed std {fmt(d.pooled_std, 3)})"
     if d.pairs:
         paired = f"{fmt(d.paired, sign=True)} ± {fmt(d.paired_std, 3)} (n={len(d.pairs)})"
+        if math.isfinite(d.ci95):
+            paired += f"; 95 % CI [{fmt(d.paired - d.ci95, 3, sign=True)}, {fmt(d.paired + d.ci95, 3, sign=True)}]"
         per_seed = ", ".join(f"s{s}: {fmt(v, 3, sign=True)}" for s, v in d.pairs.items())
     else:
         paired, per_seed = "no shared seeds", "—"
@@ -87,7 +89,8 @@ def _delta_cells(d: Delta) -> list[str]:
 
 def deltas_table(label: str, control: str, rows_in: Mapping[str, Delta]) -> list[str]:
     """Variant minus `control` for one metric: unpaired delta with pooled seed std, paired-by-seed delta."""
-    header = ["variant", f"Δ {label} vs {control} (pooled seed std)", "paired Δ ± std (pairs)", "per seed"]
+    header = ["variant", f"Δ {label} vs {control} (pooled seed std)", "paired Δ ± std (pairs; 95 % t-interval)",
+              "per seed"]
     return table(header, [[name, *_delta_cells(d)] for name, d in rows_in.items()])
 
 

@@ -60,6 +60,9 @@ def test_experiment_passes_validation(experiment: str, tmp_path: Path) -> None:
     if ref and cfg.model.kind == "tiny" and not Path(str(ref)).exists():
         with open_dict(cfg):  # no tiny base built here (make base): check its architecture, as a fresh model
             cfg.model.pretrained = None
+    if cfg.get("export_to"):
+        with open_dict(cfg):  # pretrain_tiny exports to data/base/tiny, which `make base` may have built
+            cfg.export_to = str(tmp_path / "export")
     validate_config(cfg)
 
 

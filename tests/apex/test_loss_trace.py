@@ -20,6 +20,8 @@ def test_losses_match_the_weight_side_recording(experiment: str) -> None:
     from loss_trace import losses
 
     ref = json.loads((ROOT / "benchmarks" / "ref" / f"losses_{experiment}.json").read_text())["losses"]
-    got = losses(experiment, len(ref), [])
+    # the micro model's attention is in low-budget mode; the recording predates the official undrawn-layer
+    # default (docs/method.md, differences), so the option that keeps the recorded behaviour is set
+    got = losses(experiment, len(ref), ["method.low_budget_undrawn_s2=true"])
     assert len(got) == len(ref)
     assert max(abs(a - b) / abs(b) for a, b in zip(got, ref, strict=True)) <= 1e-5

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,8 +36,7 @@ from apexlm.apex.permute import PermSpec, apply_perm, attention_specs, ffn_specs
 from apexlm.apex.reselect import Sets, check_scores, overlap_metrics, size_summary
 from apexlm.apex.selection import select_units
 
-if TYPE_CHECKING:
-    from apexlm.apex.core import Apex
+Apex = Any  # an `apexlm.apex.core.Apex` (not imported: core imports this module)
 
 
 def _dtensor_type() -> type | None:
@@ -164,7 +163,7 @@ def select_orders(apex: Apex, scores: dict[str, list[torch.Tensor]], stage: int
                   ) -> tuple[dict[str, list[torch.Tensor | None]], Sets]:
     """Every layer's new unit order from `scores` (CPU only, no weights touched); updates `apex.unit_ids`.
 
-    The layer-at-a-time twin of `select_and_permute`: same selection, same bookkeeping, the permutation is
+    The selection step: per layer, P/N/E chosen from the scores and the bookkeeping updated; the permutation is
     left to the caller. Layers whose plan tunes nothing keep their order (None).
     """
     arch, cfg, plans = apex.arch, apex.cfg, apex._make_plans()
@@ -178,7 +177,7 @@ def select_orders(apex: Apex, scores: dict[str, list[torch.Tensor]], stage: int
                 sets[kind].append((ids[:0], ids[:0]))
                 orders[kind].append(None)
                 continue
-            sel = select_units(scores[kind][i], plan, cfg.selection, cfg.seed, stage, i, kind)
+            sel = select_units(scores[kind][i], plan, cfg.selection, cfg.seed, stage, i, kind, cfg.reverse_heads)
             sets[kind].append((ids[sel.p].clone(), ids[sel.n].clone()))
             orders[kind].append(sel.order)
             apex.unit_ids[kind][i] = ids[sel.order]

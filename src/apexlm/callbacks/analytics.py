@@ -62,6 +62,7 @@ class AnalyticsCallback(L.Callback):
         self.prev_sets: Sets | None = None
         self.pending_scores: dict[str, list[torch.Tensor]] | None = None
         self.seen_stage = 0  # the method's stage at the last snapshot
+        self.sets_taken = False  # prev_sets read at the first training batch
 
     # ---- start ---------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -71,7 +72,6 @@ class AnalyticsCallback(L.Callback):
             self.enabled = False
             return
         apex = _apex(pl_module)
-        self.prev_sets = copy_sets(getattr(apex, "sets", None))
         self.seen_stage = int(pl_module.method.stage)
         if not trainer.is_global_zero:
             return
@@ -95,6 +95,8 @@ class AnalyticsCallback(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if not self.sets_taken:  # the first selection runs in the method's start, after every on_train_start
+            self.prev_sets, self.sets_taken = copy_sets(getattr(_apex(pl_module), "sets", None)), True
         self._after_transition(trainer, pl_module)
 
     def _after_transition(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -44,7 +44,8 @@ def _open_wandb(cfg: DictConfig, run_cfg: DictConfig, out_dir: Path) -> None:
 
 def _check_harness(cfg: DictConfig) -> None:
     """Unknown harness task names / missing task data stop before a model is loaded."""
-    from apexlm.eval.run_eval import eval_settings, wants_harness
+    from apexlm.eval.run_eval import wants_harness
+    from apexlm.eval.settings import eval_settings
 
     if wants_harness(eval_settings(cfg)):
         from apexlm.eval.harness import check_harness

@@ -61,7 +61,7 @@ def _metadata(cfg: Mapping[str, Any], ev: Mapping[str, Any], choice_suffix: str)
 def check_harness(cfg: Mapping[str, Any]) -> None:
     """Resolve the requested harness tasks and load their data without a model (eval.py runs it before it
     loads one), so that a typo or missing data stops in seconds with one line, exit 2."""
-    from apexlm.eval.run_eval import eval_settings
+    from apexlm.eval.settings import eval_settings
 
     ev = eval_settings(cfg)
     hs = harness_settings(ev)
@@ -153,7 +153,7 @@ def _save(results: Mapping[str, Any], info: Mapping[str, Any], run_dir: Path) ->
     """Write results.json, task_configs/<task>.yaml, samples_<task>.jsonl into a fresh harness folder."""
     import yaml
 
-    from apexlm.eval.run_eval import free_path
+    from apexlm.eval.settings import free_path
 
     folder = free_path(run_dir, "harness", "")
     (folder / "task_configs").mkdir(parents=True)

@@ -29,13 +29,19 @@ def compile_backend(setting: Any) -> str:
 
 
 class CompileModel(L.Callback):
-    """Compiles `pl_module.model` at train start (after restore and device placement)."""
+    """Compiles `pl_module.model` before the first training batch: after restore, device placement, sharding
+    and the method's start (APEX's assessment pass and first selection run eagerly, so they cost no graph)."""
 
     def __init__(self, setting: Any) -> None:
         self.backend = compile_backend(setting)
+        self._compiled = False
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.model.compile(backend=self.backend)
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if not self._compiled:
+            pl_module.model.compile(backend=self.backend)
+            self._compiled = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.model._compiled_call_impl = None      # export / eval run the model eagerly again
+        self._compiled = False

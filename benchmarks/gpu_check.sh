@@ -118,7 +118,7 @@ for i in "${!seeds[@]}"; do  # cpt_s1, overhead_125m, cpt_s2, overhead_1b, cpt_s
   if ((i < ${#shapes[@]})); then stage "overhead_${shapes[$i]}" "$EST_OVH" overhead "${shapes[$i]}"; fi
 done
 for ((i = ${#seeds[@]}; i < ${#shapes[@]}; i++)); do stage "overhead_${shapes[$i]}" "$EST_OVH" overhead "${shapes[$i]}"; done
-if [[ $DRY == 0 ]]; then  # issue 13: the roofline cost model, beside the measured overhead (GPU only)
+if [[ $DRY == 0 ]]; then  # the roofline cost model, beside the measured overhead (GPU only)
   stage cost_model 20 bash -c '"$0" benchmarks/gpu_cost_model.py --json "$1/gpu_cost_model.json"' "$PY" "$OUT"
 fi
 # ---- OPTIONAL stage: the FSDP check, added by another script when it exists (GPU only) ----------------------

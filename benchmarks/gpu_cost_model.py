@@ -1,4 +1,4 @@
-"""GPU cost model of APEX's operators, counted without a GPU (issue 13, method §3.7).
+"""GPU cost model of APEX's operators, counted without a GPU (method §3.7).
 
     python benchmarks/gpu_cost_model.py [--gpu h100|h200] [--cpu-json layer.json] [--json out.json]
 

@@ -1,4 +1,4 @@
-"""One decoder layer shaped like TinyLlama-1.1B: APEX's operator cost against the plain layer (issue 13).
+"""One decoder layer shaped like TinyLlama-1.1B: APEX's operator cost against the plain layer.
 
     python benchmarks/bench_overhead.py --shape 1b-layer --threads 1 [--rounds 5] [--tokens 1024]
 

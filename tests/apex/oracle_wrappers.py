@@ -1,4 +1,4 @@
-"""Test oracle: the weight-side expansion wrappers as they were before the span implementation (issue 13).
+"""Test oracle: the weight-side expansion wrappers as they were before the span implementation.
 
 Each wrapped projection builds its FULL effective weight W' with torch.cat once per forward and calls
 `F.linear` once; autograd then computes full-size weight gradients. Simple and obviously right, so the

@@ -1,4 +1,4 @@
-"""The span implementation against the weight-side oracle, in float64 (issue 13, method §3.7).
+"""The span implementation against the weight-side oracle, in float64 (method §3.7).
 
 For IT and CPT, MHA and GQA, LLaMA with biases everywhere and Qwen2 (q/k/v biases), mix_channels on/off and
 every operator: outputs and every gradient (base weights and biases, s2, vec, scale, the mixer factors,

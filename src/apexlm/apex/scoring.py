@@ -9,7 +9,7 @@ Counting: that pre-hook advances a forward id; a layer records at most once per 
 layer in gradient-checkpoint recompute is not counted twice. Recording happens only in training mode or
 inside `assessing` (the stage-1 pass), so validation forwards do not leak into the selection.
 
-Compile-friendly (issue 13): the per-step state the layer hooks read is tensors only — the forward id,
+Compile-friendly: the per-step state the layer hooks read is tensors only — the forward id,
 each layer's last recorded id, accumulators and counts, updated in place — so a compiled model sees no
 Python value change from step to step and is not re-traced. The model-level pre-hook sets the mode and
 mask attributes (the same values every training step) and moves the state to the input's device once.

@@ -17,13 +17,7 @@
 # present, else the usual data dir), PYTHON.
 set -euo pipefail
 cd "$(dirname "$(realpath "$0")")/.."
-DRY="${DRY_RUN:-0}"
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY=1 ;;
-    *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/dry_run_args.sh
 [[ $DRY == 0 ]] || DRY=1
 OUT=$(realpath -m "${OUT:-./gpu_out}"); WORK=$(realpath -m "${WORK:-/tmp/apexlm_gpu_check}")
 mkdir -p "$OUT" "$WORK"

@@ -9,13 +9,7 @@
 # `python -m apexlm.budget ... --memory` (last line per_device_gb=...); "n/a" where that CLI is not available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY="${DRY_RUN:-0}"
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY=1 ;;
-    *) echo "gpu_fsdp_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
-  esac
-done
+source benchmarks/dry_run_args.sh
 export OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 if [ -x .venv/bin/python ]; then PY="${PYTHON:-.venv/bin/python}"; else PY="${PYTHON:-python3}"; fi

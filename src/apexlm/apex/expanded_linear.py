@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apexlm.apex.span_algebra import SpanLayout
 from apexlm.apex.span_matmul import SpanLinear
 
 
@@ -82,6 +83,11 @@ class ExpandedLinear(nn.Module):
         """How many leading rows (column side) / columns (row side) of W' differ from W."""
         raise NotImplementedError
 
+    @property
+    def layout(self) -> SpanLayout:
+        """Where N and P sit in the span (span_algebra), for the in-place eager path."""
+        raise NotImplementedError
+
     def _ops(self) -> tuple[torch.Tensor | None, ...]:
         raise NotImplementedError
 
@@ -109,7 +115,7 @@ class ExpandedLinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         if torch.compiler.is_compiling():
             return self.forward_traceable(x)
-        return SpanLinear.apply(self._build, self.side, self.span, x, self.weight, self.bias, *self._ops())
+        return SpanLinear.apply(self, x, self.weight, self.bias, *self._ops())
 
     def forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         """The same split with plain autograd ops, for a compiled graph (method §3.7).
@@ -169,6 +175,10 @@ class ColumnWrapper(ExpandedLinear):
     @property
     def span(self) -> int:
         return self.tuned_end if self.s2 is not None else 2 * self.n_mix
+
+    @property
+    def layout(self) -> SpanLayout:
+        return SpanLayout("col", self.n_mix)
 
     def _ops(self) -> tuple[torch.Tensor | None, ...]:
         vec = None if self.shared is None else self.shared.mixer_vec
@@ -239,6 +249,10 @@ class RowWrapper(ExpandedLinear):
     @property
     def span(self) -> int:
         return self.tuned_end if self.s2 is not None else 2 * self.groups * self.slots * self.inner
+
+    @property
+    def layout(self) -> SpanLayout:
+        return SpanLayout("row", self.groups * self.slots * self.inner, self.groups, self.slots, self.inner)
 
     def _ops(self) -> tuple[torch.Tensor | None, ...]:
         vec = None if self.shared is None else self.shared.mixer_vec

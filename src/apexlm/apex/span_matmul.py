@@ -21,11 +21,16 @@ Under autocast the GEMMs run in the autocast dtype (as `F.linear` would), the bu
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-Build = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+from apexlm.apex import span_algebra as algebra
+
+if TYPE_CHECKING:
+    from apexlm.apex.expanded_linear import ExpandedLinear
+
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -50,33 +55,63 @@ def _span(t: torch.Tensor | None, side: str, s: int, rest: bool = False) -> torc
     return t[:, s:] if rest else t[:, :s]
 
 
-def _rebuild(build: Build, side: str, s: int, weight: torch.Tensor, bias: torch.Tensor | None,
-             ops: Sequence[torch.Tensor | None], needs: Sequence[bool]
-             ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]:
-    """Leaves (span of W, span of b, ops) detached with requires_grad where needed, and build(leaves)."""
-    def leaf(t: torch.Tensor | None, need: bool) -> torch.Tensor | None:
-        return None if t is None else t.detach().requires_grad_(need)
+class _Ops:
+    """The operator tensors of one call, by role: (s2, vec[, scale], *factors) as `ExpandedLinear._ops`."""
 
-    b_span = _span(bias, side, s) if side == "col" else None
-    leaves = [leaf(_span(weight, side, s), needs[0]), leaf(b_span, needs[1])]
-    leaves += [leaf(t, n) for t, n in zip(ops, needs[2:], strict=True)]
-    w_s, b_s = build(leaves[0], leaves[1], *leaves[2:])
-    return leaves, w_s, b_s
+    def __init__(self, mod: ExpandedLinear, ops: Sequence[torch.Tensor | None]) -> None:
+        k = 2 if mod.side == "col" else 1
+        self.s2, self.vec = ops[0], ops[1]
+        self.scale = ops[2] if k == 2 else None
+        self.factors = tuple(ops[1 + k:])
+        self.n_coef = k
+
+
+def _u(w_s: torch.Tensor, s2: torch.Tensor | None) -> torch.Tensor:
+    """U = W_s + s2 (a fresh tensor), or the weight's own span when there is no s2."""
+    return w_s if s2 is None else w_s + s2.to(w_s.dtype)
+
+
+def _mixed(mod: ExpandedLinear, u: torch.Tensor, m: torch.Tensor, op: _Ops) -> torch.Tensor:
+    """W'_s from U and m = M·U_P: in place when U is a fresh tensor, else into a new one."""
+    lay = mod.layout
+    out = u if op.s2 is not None else torch.empty_like(u)
+    if out is not u and u.shape[0 if mod.side == "col" else 1] > 2 * lay.n:
+        _span(out, mod.side, 2 * lay.n, rest=True).copy_(_span(u, mod.side, 2 * lay.n, rest=True))
+    return algebra.finish(lay, mod.mix_channels, u, out, m, op.vec, op.scale)
+
+
+def span_value(mod: ExpandedLinear, w_s: torch.Tensor, b_s: torch.Tensor | None,
+               ops: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W'_s, b'_s) without autograd: the span the module applies (b'_s only on the column side)."""
+    op = _Ops(mod, ops)
+    u = _u(w_s, op.s2)
+    if mod.shared is None:
+        return u, b_s
+    lay, mixer = mod.layout, mod.shared.mixer
+    m = lay.mix(mixer, lay.mixer_in(lay.block(u, 1)), op.factors)
+    w_new = _mixed(mod, u, m, op)
+    if b_s is not None:
+        bu = b_s[:, None].clone()                                            # (span, 1)
+        mb = lay.mix(mixer, lay.block(bu, 1), op.factors)
+        b_s = algebra.finish(lay, mod.mix_channels, bu, bu, mb, op.vec, op.scale)[:, 0]
+    return w_new, b_s
 
 
 class SpanLinear(torch.autograd.Function):
     """y = x·W'ᵀ + b' with W' = W outside the leading span; see the module docstring for the algebra.
 
-    apply(build, side, span, x, weight, bias, *ops): build(w_span, b_span, *ops) → (W'_s, b'_s) (b'_s
-    None on the row side, whose bias is untouched); ops are the operator tensors (None allowed).
+    apply(mod, x, weight, bias, *ops): mod is the ExpandedLinear (its span, layout and mixer); ops are
+    its operator tensors (`_ops()`, None allowed), passed so autograd sees them as inputs.
     """
 
     @staticmethod
-    def forward(ctx, build: Build, side: str, s: int, x: torch.Tensor, weight: torch.Tensor,
+    def forward(ctx, mod: ExpandedLinear, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, *ops: torch.Tensor | None) -> torch.Tensor:
+        side, s = mod.side, mod.span
         cdt = _compute_dtype(x, weight)
         with torch.no_grad():
-            w_s, b_s = build(_span(weight, side, s), _span(bias, side, s) if side == "col" else None, *ops)
+            w_s, b_s = span_value(mod, _span(weight, side, s), _span(bias, side, s) if side == "col" else None,
+                                  ops)
         with _no_autocast(x):
             x2 = x.reshape(-1, x.shape[-1]).to(cdt)                                  # (R, in)
             out = weight.shape[0]
@@ -88,63 +123,123 @@ class SpanLinear(torch.autograd.Function):
             else:
                 y = _mm(x2[:, :s], w_s.T, None, None if bias is None else bias.to(cdt))   # (R, out)
                 y.addmm_(x2[:, s:], rest.T)
-        ctx.build, ctx.side, ctx.s, ctx.cdt, ctx.x_shape, ctx.x_dtype = build, side, s, cdt, x.shape, x.dtype
-        ctx.n_ops = len(ops)
+        ctx.mod, ctx.cdt, ctx.x_shape, ctx.x_dtype = mod, cdt, x.shape, x.dtype
         ctx.save_for_backward(x2, weight, bias, *ops)
         return y.reshape(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x2, weight, bias, *ops = ctx.saved_tensors
-        side, s, cdt = ctx.side, ctx.s, ctx.cdt
-        need = ctx.needs_input_grad[3:]                  # x, weight, bias, *ops
+        mod, cdt = ctx.mod, ctx.cdt
+        side, s = mod.side, mod.span
+        need_x, need_w, need_b, *need_ops = ctx.needs_input_grad[1:]
+        op = _Ops(mod, ops)
+        need_s2 = op.s2 is not None and need_ops[0]
+        need_u = need_w or need_s2
+        # the span's bias enters the operator gradients too (b'_N = vec ⊙ b_N + M·b_P), not only db
+        bias_span = bias is not None and side == "col" and (need_b or (mod.shared is not None and any(need_ops)))
         g = grad.reshape(-1, grad.shape[-1]).to(cdt)                                 # (R, out)
-        span_need = [need[1], need[2] and side == "col", *need[3:]]
-        with torch.enable_grad():
-            leaves, w_s, b_s = _rebuild(ctx.build, side, s, weight, bias, ops, span_need)
+        g_s = g[:, :s] if side == "col" else g                                       # (R, s) | (R, out)
+        x_s = x2 if side == "col" else x2[:, :s]                                     # (R, in) | (R, s)
+        dw = torch.empty_like(weight) if need_w else None
+        u = _u(_span(weight, side, s), op.s2)                                        # (s, in) | (out, s)
+        op_grads: list[torch.Tensor | None] = [None] * len(ops)
+        gw = None
+        gb = None
         with _no_autocast(g):
-            rest = _span(weight, side, s, rest=True).to(cdt)
-            w_c = w_s.detach().to(cdt)
-            g_s = g[:, :s] if side == "col" else g                                   # (R, s) | (R, out)
-            dx = None
-            if need[0]:
-                if side == "col":
-                    dx = g_s @ w_c                                                   # (R, in)
-                    dx.addmm_(g[:, s:], rest)
-                else:
-                    dx = torch.empty(g.shape[0], weight.shape[1], dtype=cdt, device=g.device)
-                    _mm(g, w_c, dx[:, :s], None)
-                    _mm(g, rest, dx[:, s:], None)
+            if need_u or any(need_ops):
+                gw = _span(dw, side, s) if need_w else torch.empty_like(u)          # dL/dW'_s, then dU
+                _mm(g_s.T, x_s, gw, None)
+            if bias_span:
+                gb = g_s.sum(0).to(bias.dtype)[:, None]                              # (s, 1)
+            if mod.shared is not None:
+                w_s = _mixed_backward(mod, op, u, bias, gw, gb, need_u, need_b, need_ops, op_grads)
+            else:
+                w_s = u
+            if need_x:
+                dx = _dx(g, w_s.to(cdt), _span(weight, side, s, rest=True).to(cdt), side, s)
                 dx = dx.reshape(ctx.x_shape).to(ctx.x_dtype)
-            span_grads: list[torch.Tensor | None] = [None] * len(leaves)
-            if any(span_need):
-                x_s = x2 if side == "col" else x2[:, :s]
-                dws = (g_s.T @ x_s).to(w_s.dtype)                                    # (s, in) | (out, s)
-                outs, gouts = [w_s], [dws]
-                if b_s is not None and b_s.requires_grad:
-                    outs.append(b_s)
-                    gouts.append(g_s.sum(0).to(b_s.dtype))
-                wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-                got = torch.autograd.grad(outs, [leaves[i] for i in wanted], gouts, allow_unused=True)
-                for i, t in zip(wanted, got, strict=True):
-                    span_grads[i] = t
-            dw = None
-            if need[1]:
-                dw = torch.empty_like(weight)
-                _span(dw, side, s).copy_(span_grads[0])
+            else:
+                dx = None
+            if need_w:
                 x_r = x2 if side == "col" else x2[:, s:]
                 g_r = g[:, s:] if side == "col" else g
                 _mm(g_r.T, x_r, _span(dw, side, s, rest=True), None)
+            if need_s2:
+                op_grads[0] = (gw.clone() if need_w else gw).to(op.s2.dtype)
             db = None
-            if need[2] and bias is not None:
+            if need_b and bias is not None:
                 if side == "col":
                     db = torch.empty_like(bias)
-                    db[:s].copy_(span_grads[1])
+                    db[:s].copy_(gb[:, 0])
                     db[s:].copy_(g[:, s:].sum(0))
                 else:
                     db = g.sum(0).to(bias.dtype)
-        op_grads = [span_grads[2 + i] if need[3 + i] else None for i in range(ctx.n_ops)]
-        return (None, None, None, dx, dw, db, *op_grads)
+        return (None, dx, dw, db, *op_grads)
+
+
+def _mixed_backward(mod: ExpandedLinear, op: _Ops, u: torch.Tensor, bias: torch.Tensor | None,
+                    gw: torch.Tensor | None, gb: torch.Tensor | None, need_u: bool, need_b: bool,
+                    need_ops: Sequence[bool], op_grads: list[torch.Tensor | None]) -> torch.Tensor:
+    """Operator gradients into op_grads, gw/gb ← dU/db_span in place; returns W'_s (for the input grad).
+
+    The mixer is re-run on U_P under autograd (nothing of the span was kept from the forward) and
+    differentiated there; everything else is the hand-written pullback of span_algebra.
+    """
+    lay, mixer, side = mod.layout, mod.shared.mixer, mod.side
+    k = op.n_coef
+    need_f = need_ops[1 + k:]
+    bu = None if gb is None else _span(bias, side, mod.span)[:, None]                  # (s, 1)
+    with torch.enable_grad():
+        leaves_f = [f.detach().requires_grad_(n) for f, n in zip(op.factors, need_f, strict=True)]
+        u_leaf = lay.mixer_in(lay.block(u, 1)).detach().requires_grad_(need_u)
+        m = lay.mix(mixer, u_leaf, leaves_f)
+        outs, gouts, ins = [], [], [u_leaf] if need_u else []
+        if gw is not None:
+            outs.append(m)
+            gouts.append(algebra.upstream(lay, mod.mix_channels, gw))
+        if bu is not None:
+            b_leaf = lay.block(bu, 1).detach().requires_grad_(need_b)
+            mb = lay.mix(mixer, b_leaf, leaves_f)
+            outs.append(mb)
+            gouts.append(algebra.upstream(lay, mod.mix_channels, gb))
+            if need_b:
+                ins.append(b_leaf)
+        ins += [f for f in leaves_f if f.requires_grad]
+        pairs = [(o, g) for o, g in zip(outs, gouts, strict=True) if o.requires_grad]
+        got = [None] * len(ins)
+        if pairs and ins:
+            got = list(torch.autograd.grad([o for o, _ in pairs], ins, [g for _, g in pairs], allow_unused=True))
+    d_u_mix = got.pop(0) if need_u and gw is not None else None
+    d_b_mix = got.pop(0) if bu is not None and need_b else None
+    d_f = iter(got)
+    d_vec = d_scale = None
+    if gw is not None:
+        d_vec, d_scale = algebra.pullback(lay, gw, u, op.vec, op.scale, d_u_mix, need_u)
+    if gb is not None:
+        bv, bs = algebra.pullback(lay, gb, bu, op.vec, op.scale, d_b_mix, need_b)
+        d_vec = bv if d_vec is None else d_vec + bv
+        d_scale = bs if d_scale is None else (None if bs is None else d_scale + bs)
+    if need_ops[1]:
+        op_grads[1] = d_vec
+    if k == 2 and need_ops[2]:
+        op_grads[2] = d_scale
+    for i, n in enumerate(need_f):
+        if n:
+            op_grads[1 + k + i] = next(d_f, None)
+    return _mixed(mod, u, m.detach(), op)
+
+
+def _dx(g: torch.Tensor, w_s: torch.Tensor, rest: torch.Tensor, side: str, s: int) -> torch.Tensor:
+    """dL/dx = g·W' split at the span like the forward: (R, in)."""
+    if side == "col":
+        dx = g[:, :s] @ w_s
+        dx.addmm_(g[:, s:], rest)
+        return dx
+    dx = torch.empty(g.shape[0], w_s.shape[1] + rest.shape[1], dtype=g.dtype, device=g.device)
+    _mm(g, w_s, dx[:, :s], None)
+    _mm(g, rest, dx[:, s:], None)
+    return dx
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None, bias: torch.Tensor | None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class _FlashCount(torch.autograd.Function):
         flops = 4.0 * b * h * t * k.shape[-2] * d * 0.5                       # causal: half the scores
         nbytes = sum(x.numel() * x.element_size() for x in (q, k, v, q)) + b * h * t * 4
         ACTIVE[-1].ops.append(("flash_attention", flops, float(nbytes)))
+        ACTIVE[-1].trace.append(Access("flash_attention", flops, [], [(0, int(nbytes))]))
         ctx.shapes = (q, k, v)
         ctx.save_for_backward(q, k, v)
         return q.new_empty(b, t, h, d)                                         # (B, T, H, d)
@@ -66,6 +68,7 @@ class _FlashCount(torch.autograd.Function):
         flops = 2.5 * 4.0 * b * h * t * k.shape[-2] * d * 0.5
         nbytes = 2 * sum(x.numel() * x.element_size() for x in (q, k, v)) + 2 * q.numel() * q.element_size()
         ACTIVE[-1].ops.append(("flash_attention_backward", flops, float(nbytes)))
+        ACTIVE[-1].trace.append(Access("flash_attention_backward", flops, [], [(0, int(nbytes))]))
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -80,6 +83,11 @@ class OpCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[tuple[str, float, float]] = []
+        self.trace: list[Access] = []            # the same ops with the buffers they read and write
+
+    def barrier(self) -> None:
+        """Forward | backward: no kernel fuses across it."""
+        self.trace.append(Access("barrier", 0.0, [], []))
 
     def __enter__(self):
         ACTIVE.append(self)
@@ -100,8 +108,77 @@ class OpCounter(TorchDispatchMode):
         if "out" in kwargs:
             outs = []                                    # the out= tensor is already among the inputs
         nbytes = sum(t.numel() * t.element_size() for t in ins + outs)
-        self.ops.append((name, _flops(name, args, outs), float(nbytes)))
+        flops = _flops(name, args, outs)
+        self.ops.append((name, flops, float(nbytes)))
+        written = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        self.trace.append(Access(name, flops, [_buf(t) for t in ins if not any(t is w for w in written)],
+                                 [_buf(t) for t in written]))
         return out
+
+
+@dataclass
+class Access:
+    """One op: its FLOPs and the (storage, bytes) it reads and writes (views share their base's storage)."""
+
+    name: str
+    flops: float
+    reads: list[tuple[int, int]]
+    writes: list[tuple[int, int]]
+
+
+def _buf(t: torch.Tensor) -> tuple[int, int]:
+    return t.untyped_storage()._cdata, t.numel() * t.element_size()
+
+
+def _unfused(name: str) -> bool:
+    return name in MATMUL or name.startswith("flash_attention") or name == "barrier"
+
+
+def fused_ops(trace: list[Access]) -> list[tuple[str, float, float]]:
+    """The trace as it would run with every run of elementwise/reduction ops between two matrix products
+    fused into one kernel (what torch.compile or a hand-written Triton kernel can reach; eager does not).
+
+    A fused kernel reads each buffer produced outside it once and writes each buffer it produces once,
+    except temporaries (read again inside the run and by nothing after it). Matrix products and flash
+    attention stay as recorded. The result bounds what fusing the elementwise work can buy; the
+    matrix products (the Monarch's included) keep their own passes over memory.
+    """
+    out: list[tuple[str, float, float]] = []
+    later_reads: list[set[int]] = [set() for _ in trace]
+    seen: set[int] = set()
+    for i in range(len(trace) - 1, -1, -1):
+        later_reads[i] = set(seen)
+        seen |= {k for k, _ in trace[i].reads}
+    i = 0
+    while i < len(trace):
+        op = trace[i]
+        if _unfused(op.name):
+            if op.name != "barrier":
+                out.append((op.name, op.flops, float(sum(b for _, b in op.reads + op.writes))))
+            i += 1
+            continue
+        j = i
+        while j < len(trace) and not _unfused(trace[j].name):
+            j += 1
+        produced: dict[int, int] = {}
+        reads: dict[int, int] = {}
+        inner: set[int] = set()                       # produced here and read again inside the run
+        for op in trace[i:j]:
+            for k, b in op.reads:
+                if k in produced:
+                    inner.add(k)
+                else:
+                    reads[k] = max(reads.get(k, 0), b)
+            for k, b in op.writes:
+                produced[k] = max(produced.get(k, 0), b)
+        after = later_reads[j - 1]
+        # a temporary (consumed inside the run, read by nothing after it) stays in registers; every other
+        # buffer produced here is written once (a later op, or the caller: a gradient, a saved tensor)
+        written = sum(b for k, b in produced.items() if not (k in inner and k not in after))
+        out.append(("fused[" + ",".join(op.name for op in trace[i:j]) + "]",
+                    sum(op.flops for op in trace[i:j]), float(sum(reads.values()) + written)))
+        i = j
+    return out
 
 
 def _flops(name: str, args: tuple, outs: list[torch.Tensor]) -> float:
@@ -167,7 +244,9 @@ def build_layer(model_name: str, tokens: int, variant: str) -> tuple[torch.nn.Mo
 
 
 def count_layer(model_name: str, tokens: int, variant: str) -> dict[str, list]:
-    """Ops of fwd+bwd of each projection alone and of the whole layer."""
+    """Ops of fwd+bwd of each projection alone and of the whole layer (`<variant>-fused`: `fused_ops`)."""
+    fused = variant.endswith("-fused")
+    variant = variant.removesuffix("-fused")
     layer, model = build_layer(model_name, tokens, variant)
     hidden = MODELS[model_name][0]
     res: dict[str, list] = {}
@@ -177,16 +256,19 @@ def count_layer(model_name: str, tokens: int, variant: str) -> dict[str, list]:
     for name, mod in mods.items():
         x = torch.empty(1, tokens, mod.in_features, device="meta", dtype=torch.bfloat16, requires_grad=True)
         with OpCounter() as c:
-            mod(x).backward(torch.empty(1, tokens, mod.out_features, device="meta", dtype=torch.bfloat16))
-        res[name] = c.ops
+            y = mod(x)
+            c.barrier()
+            y.backward(torch.empty(1, tokens, mod.out_features, device="meta", dtype=torch.bfloat16))
+        res[name] = fused_ops(c.trace) if fused else c.ops
     x = torch.empty(1, tokens, hidden, device="meta", dtype=torch.bfloat16, requires_grad=True)
     pos = torch.arange(tokens, device="meta")[None]
     pe = model.model.rotary_emb(x, pos)
     with OpCounter() as c:
         out = layer(x, attention_mask=None, position_ids=pos, position_embeddings=pe)
         out = out[0] if isinstance(out, tuple) else out
+        c.barrier()
         out.backward(torch.empty_like(out))
-    res["layer"] = c.ops
+    res["layer"] = fused_ops(c.trace) if fused else c.ops
     return res
 
 
@@ -216,11 +298,12 @@ def format_cost(res: dict[str, Any], gpu: str, cpu: dict[str, Any] | None) -> st
             cells = [f"{r['gflop']:8.1f} {r['mb']:8.0f} {r['launches']:4d} {r['us']:8.0f}" for r in row.values()]
             lines.append(f"  {part:<6} " + " | ".join(cells))
         lay = entry["layer"]
-        for kind, base in (("it", "plain"), ("cpt", "plain")):
-            for impl in ("", "-weight"):
+        tags = {"": ("", "plain"), "-weight": ("[weight-side, before]", "plain"),
+                "-fused": ("[elementwise fused: bound, not run]", "plain-fused")}
+        for kind in ("it", "cpt"):
+            for impl, (tag, base) in tags.items():
                 v = kind + impl
-                if v in lay:
-                    tag = "" if not impl else "[weight-side, before]"
+                if v in lay and base in lay:
                     lines.append(f"gpu_estimate[{key},{kind}{tag}]={lay[v]['us'] / lay[base]['us']:.4f}")
     if cpu:
         r = cpu["ratios"]
@@ -234,11 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", choices=sorted(GPUS), default="h100")
     p.add_argument("--cpu-json", default=None, help="a `bench_overhead.py --shape 1b-layer --json` result")
     p.add_argument("--no-before", action="store_true", help="skip the weight-side (pre-issue-13) variants")
+    p.add_argument("--no-fused", action="store_true", help="skip the fused-elementwise bound")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     cases = [("llama2-7b", 4096), ("llama2-7b", 16384), ("tinyllama-1.1b", 4096), ("tinyllama-1.1b", 16384),
              ("tinyllama-1.1b", 1024)]
     variants = ("plain", "it", "cpt") + (() if a.no_before else ("it-weight", "cpt-weight"))
+    variants += () if a.no_fused else ("plain-fused", "it-fused", "cpt-fused")
     res = run(cases, a.gpu, variants)
     cpu = json.loads(Path(a.cpu_json).read_text()) if a.cpu_json else None
     print(format_cost(res, a.gpu, cpu))

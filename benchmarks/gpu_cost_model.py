@@ -84,6 +84,8 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.ops: list[tuple[str, float, float]] = []
         self.trace: list[Access] = []            # the same ops with the buffers they read and write
+        self._ids: dict[int, int] = {}           # storage address → current buffer id
+        self._ids_seen: list[int] = []
 
     def barrier(self) -> None:
         """Forward | backward: no kernel fuses across it."""
@@ -102,6 +104,10 @@ class OpCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
         if getattr(func, "is_view", False) or name in FREE:
+            if name.startswith(("empty", "new_empty")):              # a fresh allocation: a new buffer
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        self._buf(t, fresh_unless=set())
             return out
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
@@ -111,9 +117,20 @@ class OpCounter(TorchDispatchMode):
         flops = _flops(name, args, outs)
         self.ops.append((name, flops, float(nbytes)))
         written = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        self.trace.append(Access(name, flops, [_buf(t) for t in ins if not any(t is w for w in written)],
-                                 [_buf(t) for t in written]))
+        reads = [self._buf(t) for t in ins if not any(t is w for w in written)]
+        read_ids = {k for k, _ in reads} | {self._buf(t)[0] for t in ins if any(t is w for w in written)}
+        writes = [self._buf(t, fresh_unless=read_ids) for t in written]
+        self.trace.append(Access(name, flops, reads, writes))
         return out
+
+    def _buf(self, t: torch.Tensor, fresh_unless: set[int] | None = None) -> tuple[int, int]:
+        """(buffer id, bytes) of t. A storage address freed and reused later is a new buffer: an op's output
+        gets a new id unless it writes into a storage the op also reads (in-place, out=)."""
+        key = t.untyped_storage()._cdata
+        if key not in self._ids or (fresh_unless is not None and self._ids[key] not in fresh_unless):
+            self._ids[key] = len(self._ids_seen)
+            self._ids_seen.append(key)
+        return self._ids[key], t.numel() * t.element_size()
 
 
 @dataclass
@@ -124,10 +141,6 @@ class Access:
     flops: float
     reads: list[tuple[int, int]]
     writes: list[tuple[int, int]]
-
-
-def _buf(t: torch.Tensor) -> tuple[int, int]:
-    return t.untyped_storage()._cdata, t.numel() * t.element_size()
 
 
 def _unfused(name: str) -> bool:

@@ -10,8 +10,10 @@ with W'_s = build(W_s, operator tensors) built from the span alone. The GEMMs to
 plain layer's; nothing of the weight's size is copied, and the backward (below) computes the weight
 gradient only where the weight trains, writing every piece in place into one full-size gradient:
 
-    dW'_s = g_sᵀ·x (column) or gᵀ·x_s (row), pulled back through `build` by autograd on the span only
-        (the build is re-run there: W'_s is not kept between forward and backward, no extra activations);
+    G = dW'_s = g_sᵀ·x (column) or gᵀ·x_s (row), written into the weight-gradient buffer itself when the
+        base trains, and turned into dU in place by span_algebra's hand-written pull-back (only the
+        mixer is differentiated by autograd, re-run on its P block: nothing of the span is kept
+        between forward and backward, no extra activations);
     dW[s:] (or dW[:, s:]) = the plain GEMM, only if the base weight requires grad (CPT);
     dx = the plain GEMM, split at the span like the forward.
 
@@ -22,15 +24,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from apexlm.apex import span_algebra as algebra
 
-if TYPE_CHECKING:
-    from apexlm.apex.expanded_linear import ExpandedLinear
 
+class SpanModule(Protocol):
+    """What the span matmul reads from an expanded linear (apex/expanded_linear.py)."""
+
+    side: str
+    mix_channels: bool
+    shared: torch.nn.Module | None          # its `.mixer` has mix / mix_left
+
+    @property
+    def span(self) -> int: ...
+
+    @property
+    def layout(self) -> algebra.SpanLayout: ...
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -58,7 +70,7 @@ def _span(t: torch.Tensor | None, side: str, s: int, rest: bool = False) -> torc
 class _Ops:
     """The operator tensors of one call, by role: (s2, vec[, scale], *factors) as `ExpandedLinear._ops`."""
 
-    def __init__(self, mod: ExpandedLinear, ops: Sequence[torch.Tensor | None]) -> None:
+    def __init__(self, mod: SpanModule, ops: Sequence[torch.Tensor | None]) -> None:
         k = 2 if mod.side == "col" else 1
         self.s2, self.vec = ops[0], ops[1]
         self.scale = ops[2] if k == 2 else None
@@ -71,7 +83,7 @@ def _u(w_s: torch.Tensor, s2: torch.Tensor | None) -> torch.Tensor:
     return w_s if s2 is None else w_s + s2.to(w_s.dtype)
 
 
-def _mixed(mod: ExpandedLinear, u: torch.Tensor, m: torch.Tensor, op: _Ops) -> torch.Tensor:
+def _mixed(mod: SpanModule, u: torch.Tensor, m: torch.Tensor, op: _Ops) -> torch.Tensor:
     """W'_s from U and m = M·U_P: in place when U is a fresh tensor, else into a new one."""
     lay = mod.layout
     out = u if op.s2 is not None else torch.empty_like(u)
@@ -80,7 +92,7 @@ def _mixed(mod: ExpandedLinear, u: torch.Tensor, m: torch.Tensor, op: _Ops) -> t
     return algebra.finish(lay, mod.mix_channels, u, out, m, op.vec, op.scale)
 
 
-def span_value(mod: ExpandedLinear, w_s: torch.Tensor, b_s: torch.Tensor | None,
+def span_value(mod: SpanModule, w_s: torch.Tensor, b_s: torch.Tensor | None,
                ops: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W'_s, b'_s) without autograd: the span the module applies (b'_s only on the column side)."""
     op = _Ops(mod, ops)
@@ -105,7 +117,7 @@ class SpanLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mod: ExpandedLinear, x: torch.Tensor, weight: torch.Tensor,
+    def forward(ctx, mod: SpanModule, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, *ops: torch.Tensor | None) -> torch.Tensor:
         side, s = mod.side, mod.span
         cdt = _compute_dtype(x, weight)
@@ -178,7 +190,7 @@ class SpanLinear(torch.autograd.Function):
         return (None, dx, dw, db, *op_grads)
 
 
-def _mixed_backward(mod: ExpandedLinear, op: _Ops, u: torch.Tensor, bias: torch.Tensor | None,
+def _mixed_backward(mod: SpanModule, op: _Ops, u: torch.Tensor, bias: torch.Tensor | None,
                     gw: torch.Tensor | None, gb: torch.Tensor | None, need_u: bool, need_b: bool,
                     need_ops: Sequence[bool], op_grads: list[torch.Tensor | None]) -> torch.Tensor:
     """Operator gradients into op_grads, gw/gb ← dU/db_span in place; returns W'_s (for the input grad).

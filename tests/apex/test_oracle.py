@@ -130,3 +130,32 @@ def test_span_implementation_equals_oracle(kind: str, kv: int, cpt: bool, mix: b
     apex.close()
     _randomize_operators(apex, 1)
     _compare(model, batch)
+
+
+@pytest.mark.parametrize("cpt", [False, True])
+def test_span_under_bf16_autocast_matches_oracle_and_keeps_fp32_grads(cpt: bool) -> None:
+    """Mixed precision as `bf16-mixed` runs it: GEMMs in bf16, the span's algebra and every gradient in
+    the Parameters' fp32; the oracle under the same autocast agrees to bf16 accuracy."""
+    model = models.qwen2(hidden=32, heads=4, kv=2, ffn=40).float().train()
+    cfg = ApexConfig(k_ratio=0.25, tuned_attn_ratio=None if cpt else 0.75, tuned_ffn_ratio=None if cpt else 0.6,
+                     base_trainable=cpt, finetune_qk=not cpt)
+    apex = Apex(model, cfg)
+    g = torch.Generator().manual_seed(3)
+    apex.expand({"attn": [torch.rand(2, generator=g) for _ in range(2)],
+                 "ffn": [torch.rand(40, generator=g) for _ in range(2)]})
+    apex.close()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in apex.operator_parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 0.4 - 0.2 + (p.dim() == 1))
+    batch = models.batch()
+    ref_model = _to_oracle(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads, dx = _grads(model, batch)
+        ref_out, ref_grads, ref_dx = _grads(ref_model, batch)
+    assert set(grads) == set(ref_grads) and grads
+    assert _rel(out.float(), ref_out.float()) < 2e-2 and _rel(dx.float(), ref_dx.float()) < 5e-2
+    for name, p in model.named_parameters():
+        if name in grads:
+            assert grads[name].dtype == p.dtype == torch.float32, name
+            assert _rel(grads[name], ref_grads[name]) < 5e-2, name

@@ -104,14 +104,20 @@ class Runner:
 
 
 def build_runner(name: str, cfg: dict[str, Any], shape_name: str, device: torch.device, batches: list[dict],
-                 warmup: int, seed: int) -> Runner:
-    """Build + prepare + optimizer + warmup steps; peak memory is measured over all of it."""
+                 warmup: int, seed: int, compile_backend: str | None = None) -> Runner:
+    """Build + prepare (+ compile) + optimizer + warmup steps; peak memory is measured over all of it.
+
+    With `compile_backend` the prepared model is compiled in place (`nn.Module.compile`, as
+    `trainer.compile` does; APEX's expanded linears then run `forward_traceable`); the warmup steps pay
+    the compilation, the timed steps run the compiled graph."""
     mem = PeakMemory(device)
     mem.start()
     t0 = time.perf_counter()
     model = build_model(SHAPES[shape_name], device, seed)
     method = build_method(cfg, seed=seed)
     model = method.prepare(model, assess_batches=batches)
+    if compile_backend:
+        model.compile(backend=compile_backend)
     sync(device)
     setup_s = time.perf_counter() - t0
     opt = torch.optim.AdamW(method.param_groups(model, LR, 0.0), lr=LR, betas=(0.9, 0.95), eps=1e-8)
@@ -124,8 +130,11 @@ def build_runner(name: str, cfg: dict[str, Any], shape_name: str, device: torch.
 
 def run_overhead(shape_name: str, device: torch.device, steps: int, warmup: int, seed: int = 0,
                  interleave: bool | None = None, methods: tuple[str, ...] = METHODS,
-                 log=print) -> dict[str, Any]:
-    """Measure everything for one shape; returns the JSON-able result (see `format_table`)."""
+                 log=print, compile_backend: str | None = None) -> dict[str, Any]:
+    """Measure everything for one shape; returns the JSON-able result (see `format_table`).
+
+    Compiled (`compile_backend`): the step table only; the stage-transition, hook and fused-inference
+    extras need the eager model (they change what a compiled graph guards on)."""
     shape = SHAPES[shape_name]
     interleave = shape_name != "1b" if interleave is None else interleave
     batches = random_batches(max(2, min(steps + warmup, 8)), shape, device, seed=seed + 1)
@@ -138,7 +147,7 @@ def run_overhead(shape_name: str, device: torch.device, steps: int, warmup: int,
     runners: dict[str, Runner] = {}
     for name in ("full", *[m for m in methods if m != "full"]):
         log(f"[overhead {shape_name}] {name}: build + {warmup} warmup steps")
-        r = build_runner(name, cfgs[name], shape_name, device, batches, warmup, seed)
+        r = build_runner(name, cfgs[name], shape_name, device, batches, warmup, seed, compile_backend)
         runners[name] = r
         if not interleave:                                  # 1b: free optimizer state before the next one
             for i in range(steps):
@@ -151,6 +160,7 @@ def run_overhead(shape_name: str, device: torch.device, steps: int, warmup: int,
                 r.timed_step(batches[(warmup + i) % len(batches)], device)
     out: dict[str, Any] = {"machine": machine_info(device), "shape": shape_dict(shape_name, shape),
                            "steps": steps, "warmup": warmup, "interleaved": interleave,
+                           "compile": compile_backend,
                            "base_params": base_total, "methods": {}}
     full_s, full_mem = median(runners["full"].times), runners["full"].peak_mb
     full_cpu = median(runners["full"].cpu_times)
@@ -163,6 +173,10 @@ def run_overhead(shape_name: str, device: torch.device, steps: int, warmup: int,
             "mem_ratio": (r.peak_mb / full_mem) if r.peak_mb and full_mem else None,
             "trainable_params": r.trainable, "trainable_fraction": r.trainable / base_total,
             "setup_s": r.setup_s, "tokens_per_s": shape.batch * shape.seq / s}
+    if compile_backend:
+        if "apex_it" in runners:
+            out["apex_overhead_ratio"] = out["methods"]["apex_it"]["step_ratio"]
+        return out
     if "apex_it" in runners:
         log(f"[overhead {shape_name}] stage transitions")
         out["restage"] = {n: restage_cost(runners[n], batches, device) for n in ("apex_it", "apex_cpt")
@@ -190,7 +204,8 @@ def format_table(res: dict[str, Any]) -> str:
              f"shape {s['name']}: hidden {s['hidden']}, {s['layers']} layers, {s['heads']}/{s['kv_heads']} heads, "
              f"ffn {s['ffn']}, vocab {s['vocab']}, {res['base_params'] / 1e6:.1f}M params; batch "
              f"{s['batch']}x{s['seq']}; {res['warmup']} warmup + {res['steps']} timed steps"
-             f"{', interleaved' if res['interleaved'] else ', sequential'}",
+             f"{', interleaved' if res['interleaved'] else ', sequential'}"
+             f"{', compiled (' + res['compile'] + ')' if res.get('compile') else ', eager'}",
              f"{'method':<40} {'trainable':>15} {'step ms':>9} {'x full':>7} {'cpu x full':>10} {'peak MB':>8} "
              f"{'x full':>7} {'setup s':>8}"]
     for m in res["methods"].values():
@@ -199,10 +214,11 @@ def format_table(res: dict[str, Any]) -> str:
         lines.append(f"{m['description']:<40} {m['trainable_params'] / 1e6:8.2f}M {100 * m['trainable_fraction']:5.1f}%"
                      f" {1e3 * m['step_s']:9.1f} {m['step_ratio']:7.3f} {cpu} {_mb(m['peak_mem_mb'])} {mr} "
                      f"{m['setup_s']:8.2f}")
-    h = res["hooks"]
-    lines.append(f"scoring hooks alone (fwd+bwd, plain model): on {1e3 * h['on_s']:.1f} ms / off "
-                 f"{1e3 * h['off_s']:.1f} ms = {h['ratio']:.3f}"
-                 + (f" (cpu time {h['cpu_ratio']:.3f})" if res["machine"]["device"] == "cpu" else ""))
+    h = res.get("hooks")
+    if h:
+        lines.append(f"scoring hooks alone (fwd+bwd, plain model): on {1e3 * h['on_s']:.1f} ms / off "
+                     f"{1e3 * h['off_s']:.1f} ms = {h['ratio']:.3f}"
+                     + (f" (cpu time {h['cpu_ratio']:.3f})" if res["machine"]["device"] == "cpu" else ""))
     full_s = res["methods"]["full"]["step_s"]
     for name, r in res.get("restage", {}).items():
         lines.append(f"stage transition apex.restage ({name}): median {1e3 * r['median_s']:.1f} ms "
@@ -230,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma list; full is always included; full_aa is the A/A noise control")
     p.add_argument("--sequential", action="store_true", help="one method after another (default at 1b)")
     p.add_argument("--profile", action="store_true", help="also print the top ops of one full / APEX IT step")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="compile every prepared model (default backend inductor), as trainer.compile does")
     p.add_argument("--json", default=None, help="write the result here")
     a = p.parse_args(argv)
     shape = a.shape or "tiny"
@@ -249,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    res = run_overhead(shape, device, steps, a.warmup, a.seed, False if a.sequential else None, methods, log)
+    res = run_overhead(shape, device, steps, a.warmup, a.seed, False if a.sequential else None, methods, log,
+                       a.compile)
     res["wall_s"] = time.perf_counter() - t0
     print(format_table(res))
     if a.profile:

@@ -4,10 +4,11 @@
 #   2. cpt_s<N>  continued pre-training on pycode from that base, one Hydra multirun per seed: vanilla
 #                (full_cpt), restart-only control (full_restart_cpt), APEX mixer LR x1 and x30 (restarts), at
 #                equal optimizer-step tokens; after each seed the sweep report (deltas against both controls);
-#   3. overhead  benchmarks/bench_overhead.py at the 125m and 1b shapes (step time, memory; vs full FT);
+#   3. overhead  benchmarks/bench_overhead.py at the 125m and 1b shapes (step time, memory; vs full FT), then
+#                125m again with every prepared model compiled (inductor);
 #   4. fsdp      OPTIONAL: benchmarks/gpu_fsdp_check.sh, only if that file exists.
-# Order: pretrain -> cpt_s1 -> overhead_125m -> cpt_s2 -> overhead_1b -> cpt_s3 -> fsdp. Every stage is its own
-# process under `timeout`, skipped when the budget left is below its estimate, and writes what it finished
+# Order: pretrain -> cpt_s1 -> overhead_125m -> cpt_s2 -> overhead_1b -> cpt_s3 -> overhead_125m_compiled
+# -> cost_model -> fsdp. Every stage is its own process under `timeout`, skipped when the budget left is below its estimate, and writes what it finished
 # under $OUT as it goes (run dirs, reports, JSON); $OUT/stages.tsv says how each stage ended. A timeout or a
 # failing stage keeps everything finished before it.
 #   bash benchmarks/gpu_check.sh            # GPU; carry benchmarks/gpu_data (pack_gpu_data.py) and .whl/
@@ -51,6 +52,7 @@ if [[ $DRY == 1 ]]; then  # micro shapes, a handful of steps, one thread: the sa
   PRE_VAL="trainer.val_check_interval=4 trainer.limit_val_batches=2"
   CPT_VAL="trainer.val_check_interval=3 trainer.limit_val_batches=2 eval.max_ppl_batches=2"  # APEX assesses on method.assess_samples=256 (its default)
   OVERHEAD_SHAPES="micro"; OVERHEAD_ARGS="--quick --steps 2 --warmup 1 --threads 1"
+  COMPILE_SHAPE="micro"; COMPILE_BACKEND="aot_eager"; EST_OVH_C=40   # no code generation on the CPU run
   EST_PRE=60 EST_CPT=90 EST_OVH=40
 else
   SEEDS=${SEEDS:-1 2 3}; PRE_STEPS=${PRE_STEPS:-600}; CPT_STEPS=${CPT_STEPS:-240}
@@ -60,6 +62,7 @@ else
   PRE_VAL="trainer.val_check_interval=100 trainer.limit_val_batches=20"
   CPT_VAL="trainer.val_check_interval=40 trainer.limit_val_batches=16 eval.max_ppl_batches=16"  # APEX: assess_samples=256 (default)
   OVERHEAD_SHAPES="125m 1b"; OVERHEAD_ARGS="--device cuda --steps 8"
+  COMPILE_SHAPE="125m"; COMPILE_BACKEND="inductor"; EST_OVH_C=180   # 4 models × ~40 s of compilation
   EST_PRE=150 EST_CPT=150 EST_OVH=90
 fi
 COMMON="logger=csv trainer.enable_progress_bar=false callbacks.checkpoint.enabled=false"
@@ -103,8 +106,14 @@ overhead() {  # overhead <shape>: the overhead table (APEX / LoRA / S2 vs full F
   "$PY" benchmarks/bench_overhead.py --shape "$1" $OVERHEAD_ARGS --json "$OUT/overhead_$1.json"
 }
 
-export -f pretrain cpt overhead  # each stage runs in its own process (bash -c) under timeout
-export PY RUN MODEL PRE_VAL CPT_VAL COMMON BASE WORK OUT PRE_STEPS CPT_STEPS OVERHEAD_ARGS
+overhead_compiled() {  # overhead_compiled <shape>: the same table with every prepared model compiled
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/bench_overhead.py --shape "$1" $OVERHEAD_ARGS --compile "$COMPILE_BACKEND" \
+    --methods full,apex_it,apex_cpt,s2 --json "$OUT/overhead_$1_compiled.json"
+}
+
+export -f pretrain cpt overhead overhead_compiled  # each stage runs in its own process (bash -c) under timeout
+export PY RUN MODEL PRE_VAL CPT_VAL COMMON BASE WORK OUT PRE_STEPS CPT_STEPS OVERHEAD_ARGS COMPILE_BACKEND
 stage pretrain "$EST_PRE" pretrain
 seeds=($SEEDS); shapes=($OVERHEAD_SHAPES)
 for i in "${!seeds[@]}"; do  # cpt_s1, overhead_125m, cpt_s2, overhead_1b, cpt_s3
@@ -112,6 +121,7 @@ for i in "${!seeds[@]}"; do  # cpt_s1, overhead_125m, cpt_s2, overhead_1b, cpt_s
   if ((i < ${#shapes[@]})); then stage "overhead_${shapes[$i]}" "$EST_OVH" overhead "${shapes[$i]}"; fi
 done
 for ((i = ${#seeds[@]}; i < ${#shapes[@]}; i++)); do stage "overhead_${shapes[$i]}" "$EST_OVH" overhead "${shapes[$i]}"; done
+stage "overhead_${COMPILE_SHAPE}_compiled" "$EST_OVH_C" overhead_compiled "$COMPILE_SHAPE"
 if [[ $DRY == 0 ]]; then  # the roofline cost model, beside the measured overhead (GPU only)
   stage cost_model 20 bash -c '"$0" benchmarks/gpu_cost_model.py --json "$1/gpu_cost_model.json"' "$PY" "$OUT"
 fi

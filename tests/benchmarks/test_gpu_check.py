@@ -52,7 +52,8 @@ def test_gpu_check_dry_run_goes_through_train_py(gpu_data: Path, tmp_path: Path)
                 WORK=str(tmp_path / "work"), GPU_DATA_DIR=str(gpu_data))
     res = json.loads((out / "gpu_check.json").read_text())
     assert res["dry_run"] and res["errors"] == []
-    assert {k: v["rc"] for k, v in res["stages"].items()} == {"pretrain": "0", "cpt_s1": "0", "overhead_micro": "0"}
+    assert {k: v["rc"] for k, v in res["stages"].items()} == {"pretrain": "0", "cpt_s1": "0", "overhead_micro": "0",
+                                                              "overhead_micro_compiled": "0"}
     assert res["pretrain"]["final_val_ppl"] > 0 and (tmp_path / "work" / "base" / "config.json").is_file()
     runs = [json.loads(p.read_text()) for p in sorted((out / "cpt" / "s1").glob("*/summary.json"))]
     hydra = sorted((out / "cpt" / "s1").glob("*/.hydra/config.yaml"))
@@ -64,6 +65,8 @@ def test_gpu_check_dry_run_goes_through_train_py(gpu_data: Path, tmp_path: Path)
     assert set(report["variants"]) == ARMS and set(report["controls"]) == {"full_cpt", "full_restart_cpt"}
     assert set(report["deltas"]["final_val_ppl"]["full_restart_cpt"]) == ARMS - {"full_restart_cpt"}
     assert res["overhead"]["micro"]["methods"]["full"]
+    compiled = res["overhead"]["micro_compiled"]
+    assert compiled["compile"] == "aot_eager" and set(compiled["methods"]) == {"full", "apex_it", "apex_cpt", "s2"}
     assert "gpu_check summary" in proc.stdout and "Δ ppl" in proc.stdout
 
 

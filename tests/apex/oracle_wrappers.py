@@ -4,7 +4,8 @@ Each wrapped projection builds its FULL effective weight W' with torch.cat once 
 `F.linear` once; autograd then computes full-size weight gradients. Simple and obviously right, so the
 span implementation (`apexlm.apex.expanded_linear`) is tested against it in float64 (test_oracle.py).
 It reads the shared operator only through `shared.mixer(...)`, `shared.mixer_vec` and `shared.n`, so it
-runs on the production OperatorGroup. Original notes (method §3.2–§3.6):
+runs on the production OperatorGroup; it takes the production module's constructor (the Parameters it
+holds) and slot reshapes, none of the span algebra it checks (`span_matmul.py`, `span_algebra.py`). Original notes (method §3.2–§3.6):
 
 Weight-side expansion wrappers: method §3.2–§3.6 (and §3.5 sharing), with biases and GQA.
 
@@ -32,45 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class OperatorGroup(nn.Module):
-    """The operator shared by one layer's (v, o) or (up, gate, down) projections (§3.1, §3.2, §3.5).
-
-    mixer: M acting on length-n rows; mixer_vec (n,): per-dimension scale on N, ones at init.
-    """
-
-    def __init__(self, n: int, mixer: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.n = n
-        self.mixer = mixer
-        self.mixer_vec = nn.Parameter(torch.ones(n, device=device, dtype=dtype))          # (n,)
-
-    def reset_(self, gen: torch.Generator | None) -> None:
-        """Back to the identity operator: M re-initialised (M = 0 except `noise`), vec = 1."""
-        self.mixer.reset_(gen)
-        with torch.no_grad():
-            self.mixer_vec.fill_(1.0)
+from apexlm.apex.expanded_linear import ExpandedLinear, OperatorGroup, from_slots, to_slots
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
     return t if t is None or dtype is None else t.to(dtype)
 
 
-class _Wrapped(nn.Module):
-    """Common part: holds the original weight/bias Parameters, an optional s2 and a shared operator."""
+class _Wrapped(ExpandedLinear):
+    """The production module's Parameters and bookkeeping (what it holds), with the old full-weight
+    forward: W' built whole by `effective()` and one `F.linear` (the math under test is not inherited)."""
 
-    def __init__(self, base: nn.Module, tuned_end: int, s2_shape: tuple[int, int] | None,
-                 shared: OperatorGroup | None, mix_channels: bool) -> None:
-        super().__init__()
-        self.weight = base.weight                                   # same Parameter object
-        self.bias = base.bias if getattr(base, "bias", None) is not None else None
-        self.out_features, self.in_features = self.weight.shape
-        self.tuned_end = tuned_end
-        self.mix_channels = mix_channels
-        self.shared = shared
-        self.s2 = None
-        if s2_shape is not None:
-            self.s2 = nn.Parameter(torch.zeros(s2_shape, device=self.weight.device, dtype=self.weight.dtype))
+    @property
+    def span(self) -> int:
+        return self.tuned_end
 
     def effective(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W', b'): the weight and bias this module applies (computed in `dtype` if given)."""
@@ -79,24 +55,6 @@ class _Wrapped(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.effective()
         return F.linear(x, weight, bias)
-
-    def own_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters owned by this wrapper alone (not the shared operator)."""
-        return [p for p in (self.s2, getattr(self, "mixer_scale", None)) if p is not None]
-
-    def reset_own_(self) -> None:
-        """s2 = 0, scale = 1 (the identity state)."""
-        with torch.no_grad():
-            if self.s2 is not None:
-                self.s2.zero_()
-            scale = getattr(self, "mixer_scale", None)
-            if scale is not None:
-                scale.fill_(1.0)
-
-    def extra_repr(self) -> str:
-        s2 = None if self.s2 is None else tuple(self.s2.shape)
-        return (f"in={self.in_features}, out={self.out_features}, tuned_end={self.tuned_end}, "
-                f"mixed={self.shared is not None}, s2={s2}")
 
 
 class ColumnWrapper(_Wrapped):
@@ -147,17 +105,6 @@ class ColumnWrapper(_Wrapped):
             b_n, b_p = self._mix(b[:n], b[n:2 * n], -1, dtype)
             b = torch.cat([b_n, b_p, b[2 * n:]])
         return w_new, b
-
-
-def to_slots(u: torch.Tensor, groups: int, slots: int, inner: int) -> torch.Tensor:
-    """(out, groups·slots·inner) columns → (out·slots, groups·inner) rows, slot-major (GQA o side)."""
-    out = u.shape[0]
-    return u.reshape(out, groups, slots, inner).permute(0, 2, 1, 3).reshape(out * slots, groups * inner)
-
-
-def from_slots(r: torch.Tensor, out: int, groups: int, slots: int, inner: int) -> torch.Tensor:
-    """Inverse of `to_slots`: (out·slots, groups·inner) → (out, groups·slots·inner)."""
-    return r.reshape(out, slots, groups, inner).permute(0, 2, 1, 3).reshape(out, groups * slots * inner)
 
 
 class RowWrapper(_Wrapped):

@@ -85,7 +85,7 @@ class OpCounter(TorchDispatchMode):
         self.ops: list[tuple[str, float, float]] = []
         self.trace: list[Access] = []            # the same ops with the buffers they read and write
         self._ids: dict[int, int] = {}           # storage address → current buffer id
-        self._ids_seen: list[int] = []
+        self._next_id = 0
 
     def barrier(self) -> None:
         """Forward | backward: no kernel fuses across it."""
@@ -128,8 +128,8 @@ class OpCounter(TorchDispatchMode):
         gets a new id unless it writes into a storage the op also reads (in-place, out=)."""
         key = t.untyped_storage()._cdata
         if key not in self._ids or (fresh_unless is not None and self._ids[key] not in fresh_unless):
-            self._ids[key] = len(self._ids_seen)
-            self._ids_seen.append(key)
+            self._ids[key] = self._next_id
+            self._next_id += 1
         return self._ids[key], t.numel() * t.element_size()
 
 
@@ -331,8 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-json", default=None, help="a `bench_overhead.py --shape 1b-layer --json` result")
     p.add_argument("--no-before", action="store_true", help="skip the weight-side (pre-issue-13) variants")
     p.add_argument("--no-fused", action="store_true", help="skip the fused-elementwise bound")
+    p.add_argument("--ops", default=None, metavar="MODEL,TOKENS,VARIANT,PART",
+                   help="only list the ops of one part, e.g. llama2-7b,4096,cpt-fused,gate")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    if a.ops:
+        model_name, tokens, variant, part = a.ops.split(",")
+        ops = count_layer(model_name, int(tokens), variant)[part]
+        for name, f, b in ops:
+            print(f"{name[:70]:<70} {f / 1e9:9.2f} GFLOP {b / 2**20:8.1f} MB {1e6 * roofline_s([(name, f, b)], a.gpu):7.1f} µs")
+        print(f"total {1e6 * roofline_s(ops, a.gpu):.1f} µs over {len(ops)} kernels")
+        return 0
     cases = [("llama2-7b", 4096), ("llama2-7b", 16384), ("tinyllama-1.1b", 4096), ("tinyllama-1.1b", 16384),
              ("tinyllama-1.1b", 1024)]
     variants = ("plain", "it", "cpt") + (() if a.no_before else ("it-weight", "cpt-weight"))

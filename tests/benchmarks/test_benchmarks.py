@@ -61,3 +61,10 @@ def test_bench_memory_prints_plan_over_measured() -> None:
                  "--steps", "2"])
     ratio = [line for line in proc.stdout.splitlines() if line.startswith("mem_ratio[micro/full]=")]
     assert len(ratio) == 1 and 0.5 < float(ratio[0].split("=")[1]) < 2.0, proc.stdout
+
+
+def test_span_micro_prints_every_comparison() -> None:
+    proc = _run([sys.executable, str(BENCH / "span_micro.py"), "--reps", "1"])
+    rows = [line for line in proc.stdout.splitlines() if " ms / " in line]
+    assert proc.returncode == 0 and len(rows) == 7
+    assert all(float(line.rsplit("=", 1)[1]) > 0 for line in rows)

@@ -83,9 +83,9 @@ def _u(w_s: torch.Tensor, s2: torch.Tensor | None) -> torch.Tensor:
     return w_s if s2 is None else w_s + s2.to(w_s.dtype)
 
 
-def _mixed(mod: SpanModule, u: torch.Tensor, m: torch.Tensor, op: _Ops) -> torch.Tensor:
+def _mixed(mod: SpanModule, lay: algebra.SpanLayout, u: torch.Tensor, m: torch.Tensor, op: _Ops
+           ) -> torch.Tensor:
     """W'_s from U and m = M·U_P: in place when U is a fresh tensor, else into a new one."""
-    lay = mod.layout
     out = u if op.s2 is not None else torch.empty_like(u)
     if out is not u and u.shape[0 if mod.side == "col" else 1] > 2 * lay.n:
         _span(out, mod.side, 2 * lay.n, rest=True).copy_(_span(u, mod.side, 2 * lay.n, rest=True))
@@ -101,7 +101,7 @@ def span_value(mod: SpanModule, w_s: torch.Tensor, b_s: torch.Tensor | None,
         return u, b_s
     lay, mixer = mod.layout, mod.shared.mixer
     m = lay.mix(mixer, lay.mixer_in(lay.block(u, 1)), op.factors)
-    w_new = _mixed(mod, u, m, op)
+    w_new = _mixed(mod, lay, u, m, op)
     if b_s is not None:
         bu = b_s[:, None].clone()                                            # (span, 1)
         mb = lay.mix(mixer, lay.block(bu, 1), op.factors)
@@ -239,7 +239,7 @@ def _mixed_backward(mod: SpanModule, op: _Ops, u: torch.Tensor, bias: torch.Tens
     for i, n in enumerate(need_f):
         if n:
             op_grads[1 + k + i] = next(d_f, None)
-    return _mixed(mod, u, m.detach(), op)
+    return _mixed(mod, lay, u, m.detach(), op)
 
 
 def _dx(g: torch.Tensor, w_s: torch.Tensor, rest: torch.Tensor, side: str, s: int) -> torch.Tensor:

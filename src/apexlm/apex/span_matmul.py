@@ -231,7 +231,7 @@ def _mixed_backward(mod: SpanModule, op: _Ops, u: torch.Tensor, bias: torch.Tens
     if gb is not None:
         bv, bs = algebra.pullback(lay, gb, bu, op.vec, op.scale, d_b_mix, need_b)
         d_vec = bv if d_vec is None else d_vec + bv
-        d_scale = bs if d_scale is None else (None if bs is None else d_scale + bs)
+        d_scale = bs if d_scale is None else d_scale + bs                     # both sides of a column
     if need_ops[1]:
         op_grads[1] = d_vec
     if k == 2 and need_ops[2]:

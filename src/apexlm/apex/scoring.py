@@ -82,11 +82,9 @@ class ScoreRecorder:
         self._handles = []
 
     def _on_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """The model pre-hook (traced into a compiled graph: only tensors change from step to step)."""
-        return self._begin_forward(module, args, kwargs)
+        """Once per model forward: new forward id, recording switch, padding mask (B, T) or None.
 
-    def _begin_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """Once per model forward: new forward id, recording switch, padding mask (B, T) or None."""
+        Traced into a compiled graph: only tensors change from step to step."""
         first = next((t for t in (*args, *kwargs.values()) if torch.is_tensor(t)), None)
         if first is not None and first.device != self._dev:
             self._to(first.device)

@@ -11,8 +11,9 @@ row side (o, down; columns), no scale:
 
 Cost (method §3.7): only the span that differs from the base is built — the tuned rows/columns when s2
 exists (IT), else the 2n mixed ones (CPT) — and `SpanLinear` runs the GEMMs on it and on views of the
-untouched rest, with weight gradients only where weights train. `effective()` still returns the full
-(W', b'), for the fold (§4) and analysis.
+untouched rest, with weight gradients only where weights train; eagerly the span's algebra runs in place
+(`span_algebra.py`), under torch.compile as plain ops (`_build`, `forward_traceable`). `effective()` still
+returns the full (W', b'), for the fold (§4) and analysis.
 
 GQA (method §2, §3): v's unit is a KV head (mixer size n = k·d_h); o's N/P columns hold k groups of
 `slots` = rep q heads. o applies the same mixer and vec to each q-head slot r: columns (k, rep, d_h) are

@@ -24,7 +24,7 @@ eight GPUs. The plan counts, per device, in bytes:
   inputs/outputs are bf16, and every projection weight is also held as a saved bf16 autocast copy (not under
   FSDP, whose all-gather is already bf16).
   What a method's projection modules save beyond their input is traced on the meta device with one and two
-  tokens, which splits it into a weight-side part (APEX's effective W' = f(W, s2, M), DoRA's norms) and a
+  tokens, which splits it into a weight-side part (DoRA's norms; APEX's span form keeps none) and a
   per-token part (LoRA's x·A), at the parameters' dtype (float32: an upper bound under bf16-mixed).
   Loss: three (B·T, V) float32 tensors are alive at the loss (logits, the shifted copy / its gradient, the
   log-softmax). Gradient checkpointing (HF, per decoder layer) keeps only each layer's input and recomputes
